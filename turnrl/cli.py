@@ -1,0 +1,109 @@
+"""Command line: ``turnrl train | ...``.
+
+Invariant: a bad value on the command line (unknown env or algorithm, negative
+steps, a model path that is not a model directory, a malformed option) prints one
+line ``turnrl: error: ...`` to stderr and exits with status 2, before any work
+starts and without a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Multi-turn RL for LLM agents.")
+
+
+class UsageFailure(Exception):
+    """A bad command-line value: reported in one line, exit status 2."""
+
+
+def _fail(message: str) -> None:
+    raise UsageFailure(message)
+
+
+@app.callback()
+def _root() -> None:
+    """turnrl: train LLM agents with multi-turn reinforcement learning."""
+
+
+def _default_out(env: str) -> str:
+    return str(Path("runs") / f"{env}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+@app.command()
+def train(
+    env: str = typer.Option("babyai", help="Environment family."),
+    algo: str = typer.Option("grpo", help="Algorithm (advantage estimator)."),
+    model: str | None = typer.Option(None, help="Local Hugging Face model directory (default: build the embedded "
+                                                "tiny model with a format warm-up)."),
+    steps: int | None = typer.Option(None, help="RL steps (default: the env's demo length)."),
+    seed: int = typer.Option(0, help="Random seed."),
+    out: str | None = typer.Option(None, help="Run directory (default: runs/ENV-TIMESTAMP)."),
+    level: str | None = typer.Option(None, help="BabyAI level (default GoToLocal)."),
+) -> None:
+    """Train a policy with multi-turn RL and evaluate it on held-out tasks."""
+    from turnrl.algorithms import get_advantage_estimator
+    from turnrl.engine.trainer import Trainer
+    from turnrl.envs import get_env_spec
+    from turnrl.models import check_model_dir
+    from turnrl.progress import RichReporter
+    from turnrl.recipes import demo_config
+
+    try:
+        get_env_spec(env)
+        get_advantage_estimator(algo)
+        if model is not None:
+            check_model_dir(model)
+        if steps is not None and steps < 0:
+            raise ValueError(f"--steps must be >= 0, got {steps}")
+        config = demo_config(env, algo=algo, model=model, steps=steps, seed=seed, out=out or _default_out(env),
+                             level=level)
+        reporter = RichReporter()
+        trainer = Trainer(config, reporter)  # builds a probe env: bad env options fail here
+    except ValueError as exc:
+        _fail(str(exc))
+
+    with reporter:
+        summary = trainer.run()
+    reporter.console.print(
+        f"[bold]done[/bold] in {summary['wall_seconds']:.0f} s: held-out success "
+        f"{summary['initial_success']:.3f} -> {summary['final_success']:.3f} on {summary['heldout_tasks']} tasks "
+        f"(turn cap {summary['eval_turn_cap']}); outputs in {config.out}"
+    )
+
+
+def _usage_error_types() -> tuple[type[Exception], ...]:
+    """Click's UsageError, whether typer uses click itself or its vendored copy."""
+    found = {cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "UsageError"}
+    found.add(click.exceptions.UsageError)
+    return tuple(found)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        result = app(args=argv, standalone_mode=False)
+    except UsageFailure as exc:
+        print(f"turnrl: error: {exc}", file=sys.stderr)
+        return 2
+    except _usage_error_types() as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            print(exc.format_message(), file=sys.stderr)
+            return 2
+        print(f"turnrl: error: {exc.format_message()}", file=sys.stderr)
+        return 2
+    except typer.Abort:
+        print("turnrl: aborted", file=sys.stderr)
+        return 130
+    except typer.Exit as exc:
+        return exc.exit_code
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Trajectories -> padded tensors, and the policy's log-probs on exactly the policy tokens.
+
+Invariant: position ``t`` of every [B, T] tensor refers to token ``t`` of the
+trajectory (right padding); ``loss_mask[b, t] == 1`` only where the policy sampled
+token ``t``; the log-prob of token ``t`` is computed from the hidden state at
+``t - 1``, and the LM head runs only on those positions. A token sampled under a
+constraint (``Turn.allowed``) gets the log-prob of the distribution renormalised
+over the tokens that were allowed there, exactly as it was sampled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from turnrl.engine.constraints import constrained_positions
+from turnrl.kernels.logprob import logprob_entropy_chunked
+from turnrl.protocol import Trajectory
+
+
+@dataclass
+class TokenBatch:
+    input_ids: torch.Tensor  # [B, T] long
+    attention_mask: torch.Tensor  # [B, T] long
+    loss_mask: torch.Tensor  # [B, T] bool
+    old_logprobs: torch.Tensor  # [B, T] float32
+    advantages: torch.Tensor  # [B, T] float32
+    constraint_index: torch.Tensor | None = None  # [M, 2] (row, position) of constrained tokens
+    constraint_allowed: torch.Tensor | None = None  # [M, K] allowed token ids, -1 padded
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.loss_mask.sum())
+
+
+def pack(trajectories: list[Trajectory], advantages: list[torch.Tensor] | None, pad_token_id: int) -> TokenBatch:
+    if not trajectories:
+        raise ValueError("cannot pack an empty list of trajectories")
+    width = max(len(t.token_ids) for t in trajectories)
+    batch = len(trajectories)
+    input_ids = torch.full((batch, width), pad_token_id, dtype=torch.long)
+    attention = torch.zeros((batch, width), dtype=torch.long)
+    loss_mask = torch.zeros((batch, width), dtype=torch.bool)
+    old = torch.zeros((batch, width), dtype=torch.float32)
+    adv = torch.zeros((batch, width), dtype=torch.float32)
+    for row, traj in enumerate(trajectories):
+        n = len(traj.token_ids)
+        if not (len(traj.loss_mask) == len(traj.logprobs) == n):
+            raise ValueError(f"trajectory {row}: token_ids, loss_mask and logprobs differ in length")
+        input_ids[row, :n] = torch.tensor(traj.token_ids, dtype=torch.long)
+        attention[row, :n] = 1
+        loss_mask[row, :n] = torch.tensor(traj.loss_mask, dtype=torch.bool)
+        old[row, :n] = torch.tensor(traj.logprobs, dtype=torch.float32)
+        if advantages is not None:
+            if advantages[row].shape[0] != n:
+                raise ValueError(f"trajectory {row}: advantages have {advantages[row].shape[0]} entries, expected {n}")
+            adv[row, :n] = advantages[row]
+    loss_mask[:, 0] = False  # the first token has no context to predict it from
+    index, allowed = _constraints(trajectories)
+    return TokenBatch(input_ids, attention, loss_mask, old, adv, index, allowed)
+
+
+def _constraints(trajectories: list[Trajectory]):
+    where: list[tuple[int, int]] = []
+    sets: list[list[int]] = []
+    for row, traj in enumerate(trajectories):
+        for turn in traj.turns:
+            if turn.allowed is None:
+                continue
+            output = traj.token_ids[turn.action_start:turn.action_end]
+            for offset, allowed in enumerate(constrained_positions(turn.allowed, output)):
+                where.append((row, turn.action_start + offset))
+                sets.append(allowed)
+    if not where:
+        return None, None
+    width = max(len(a) for a in sets)
+    allowed = torch.full((len(sets), width), -1, dtype=torch.long)
+    for i, a in enumerate(sets):
+        allowed[i, : len(a)] = torch.tensor(a, dtype=torch.long)
+    return torch.tensor(where, dtype=torch.long), allowed
+
+
+def hidden_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    if decoder is not None:
+        return decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+    return out.hidden_states[-1]
+
+
+def policy_logprobs(
+    model, batch: TokenBatch, temperature: float = 1.0, chunk_rows: int = 2048
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs and entropies [B, T] at policy tokens (0 elsewhere)."""
+    hidden = hidden_states(model, batch.input_ids, batch.attention_mask)
+    predict_from = batch.loss_mask[:, 1:]  # hidden at t-1 predicts token t
+    rows = hidden[:, :-1][predict_from]
+    targets = batch.input_ids[:, 1:][predict_from]
+    weight = model.get_output_embeddings().weight
+    logp, entropy = logprob_entropy_chunked(rows, weight, targets, temperature, chunk_rows)
+    logp_full = torch.zeros(batch.loss_mask.shape, dtype=torch.float32, device=logp.device)
+    ent_full = torch.zeros_like(logp_full)
+    full_mask = torch.zeros_like(batch.loss_mask)
+    full_mask[:, 1:] = predict_from
+    logp_full = logp_full.masked_scatter(full_mask, logp)
+    ent_full = ent_full.masked_scatter(full_mask, entropy)
+    if batch.constraint_index is not None:
+        rows, cols = batch.constraint_index[:, 0], batch.constraint_index[:, 1]
+        lp_c, ent_c = restricted_logprob_entropy(hidden[rows, cols - 1], weight, batch.input_ids[rows, cols],
+                                                 batch.constraint_allowed, temperature)
+        logp_full = logp_full.index_put((rows, cols), lp_c)
+        ent_full = ent_full.index_put((rows, cols), ent_c)
+    return logp_full, ent_full
+
+
+def restricted_logprob_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                               allowed: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-prob of ``targets`` and entropy under softmax restricted to ``allowed`` ids (-1 = padding)."""
+    logits = (hidden.float() @ weight.float().t()) / temperature
+    valid = allowed >= 0
+    picked = logits.gather(1, allowed.clamp(min=0)).masked_fill(~valid, float("-inf"))
+    logz = torch.logsumexp(picked, dim=-1)
+    probs = torch.softmax(picked, dim=-1)
+    entropy = logz - (probs * picked.masked_fill(~valid, 0.0)).sum(-1)
+    target = logits.gather(1, targets[:, None]).squeeze(1)
+    return target - logz, entropy
+
+
+def micro_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """Indices grouped so that ``len(group) * max length in group <= max_tokens`` (one at least)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        if current and (len(current) + 1) * lengths[i] > max_tokens:
+            groups.append(current)
+            current = []
+        current.append(i)
+    if current:
+        groups.append(current)
+    return groups

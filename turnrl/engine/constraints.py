@@ -1,0 +1,32 @@
+"""Constrained decoding to a set of allowed completions (valid-action masking).
+
+Invariant: after a prefix ``p`` of the output, the allowed next tokens are exactly
+``{c[len(p)] for c in completions if c starts with p and is longer than p}``; the
+sampler and the learner both use this function, so the restricted distribution a
+token was sampled from is the one its log-prob is recomputed under.
+"""
+
+from __future__ import annotations
+
+
+def allowed_next(completions: list[list[int]], prefix: list[int]) -> list[int]:
+    n = len(prefix)
+    return sorted({c[n] for c in completions if len(c) > n and c[:n] == prefix})
+
+
+def check_completions(completions: list[list[int]]) -> None:
+    if not completions:
+        raise ValueError("allowed completions must not be empty")
+    if any(len(c) == 0 for c in completions):
+        raise ValueError("an allowed completion is empty")
+
+
+def constrained_positions(completions: list[list[int]], output: list[int]) -> list[list[int]]:
+    """Allowed token sets for every position of ``output`` (which must follow the constraint)."""
+    sets = []
+    for i, token in enumerate(output):
+        allowed = allowed_next(completions, output[:i])
+        if token not in allowed:
+            raise ValueError(f"token {token} at position {i} is outside the allowed completions")
+        sets.append(allowed)
+    return sets

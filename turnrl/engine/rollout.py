@@ -1,0 +1,70 @@
+"""Run many episodes at once as coroutines and collect their trajectories.
+
+Invariant: one trajectory per task, in task order, whatever happened in the
+episode (a failure is a recorded end reason, never an exception out of here);
+at most ``concurrency`` episodes hold an environment at a time, and an env is
+reused only after its episode finished (an env that failed is closed, not reused).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from turnrl.engine.episode import EpisodeConfig, EpisodeRunner
+from turnrl.engine.generation import Generator
+from turnrl.envs.base import Env
+from turnrl.models.chat import ChatFormat
+from turnrl.protocol import Task, Trajectory
+
+ERROR_REASONS = frozenset({"env_error", "gen_timeout", "gen_error", "aborted"})
+
+
+class EnvPool:
+    """Idle env instances of one family, created on demand."""
+
+    def __init__(self, factory: Callable[[], Env]):
+        self.factory = factory
+        self._idle: list[Env] = []
+        self.created = 0
+
+    def acquire(self) -> Env:
+        if self._idle:
+            return self._idle.pop()
+        self.created += 1
+        return self.factory()
+
+    async def release(self, env: Env, healthy: bool) -> None:
+        if healthy:
+            self._idle.append(env)
+        else:
+            with contextlib.suppress(Exception):
+                await env.close()
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for env in idle:
+            await env.close()
+
+
+async def run_episodes(
+    tasks: list[Task],
+    pool: EnvPool,
+    generator: Generator,
+    chat: ChatFormat,
+    config: EpisodeConfig,
+    concurrency: int = 1024,
+) -> list[Trajectory]:
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(task: Task) -> Trajectory:
+        async with slots:
+            env = pool.acquire()
+            trajectory = await EpisodeRunner(task, env, generator, chat, config).run()
+            await pool.release(env, healthy=trajectory.end_reason != "env_error")
+            return trajectory
+
+    return list(await asyncio.gather(*(one(t) for t in tasks)))

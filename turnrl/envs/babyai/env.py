@@ -1,0 +1,112 @@
+"""BabyAI as text: minigrid levels, described in words, driven by high-level actions.
+
+Invariant: item id -> (level, seed) is a pure function, so the same id gives the
+same first observation in any process. One policy turn is one high-level action
+(several primitive steps); an invalid or unparseable action changes nothing in
+the world, gets an observation saying so, and costs the turn. Reward is
+minigrid's (``1 - 0.9 * steps / max_steps`` on success, else 0); ``info`` carries
+``success``, ``score`` and the primitive step count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import gymnasium as gym
+import minigrid  # noqa: F401  (registers the BabyAI ids)
+
+from turnrl.envs.babyai.macros import available_actions
+from turnrl.envs.babyai.view import observe, render_view
+from turnrl.envs.base import BlockingEnv, parse_action
+from turnrl.protocol import EnvResult
+
+SYSTEM_PROMPT = (
+    "You are an agent in a grid world. Each turn you read your goal, what you see and the "
+    "available actions, then reply with exactly one of them as: Action: <action>"
+)
+
+
+def gym_id(level: str) -> str:
+    return level if level.startswith("BabyAI-") else f"BabyAI-{level}-v0"
+
+
+class BabyAIEnv(BlockingEnv):
+    family = "babyai"
+    system_prompt = SYSTEM_PROMPT
+
+    def __init__(self, level: str = "GoToLocal") -> None:
+        try:
+            self._gym = gym.make(gym_id(level))
+        except gym.error.Error as exc:
+            raise ValueError(f"unknown BabyAI level {level!r}: {exc}") from None
+        self.level = level
+        self._env = self._gym.unwrapped
+        self._actions: dict[str, list[int]] = {}
+        self._observation = ""
+        self._done = True
+        self._seed = -1
+
+    # ---- episode -----------------------------------------------------------------
+    def reset_sync(self, item_id: int) -> str:
+        if item_id < 0:
+            raise ValueError(f"item_id must be >= 0, got {item_id}")
+        self._seed = int(item_id)
+        with contextlib.redirect_stdout(io.StringIO()):  # silence "Sampling rejected" prints
+            self._env.reset(seed=self._seed)
+        self._done = False
+        self._observation = self._render()
+        return self._observation
+
+    def step_sync(self, action_text: str) -> EnvResult:
+        if self._done:
+            raise RuntimeError("step() after the episode ended; call reset() first")
+        action = parse_action(action_text)
+        if action is None:
+            return self._invalid('Reply with "Action: <one of the available actions>".')
+        if action not in self._actions:
+            return self._invalid(f'"{action}" is not one of the available actions.')
+        reward, terminated, truncated = 0.0, False, False
+        for primitive in self._actions[action]:
+            _, r, terminated, truncated, _ = self._env.step(primitive)
+            reward += float(r)
+            if terminated or truncated:
+                break
+        self._done = terminated or truncated
+        success = terminated and reward > 0
+        self._observation = self._render()
+        text = self._observation + ("\nThe task is completed." if success else "")
+        return EnvResult(observation=text, reward=reward, done=self._done, info=self._info(success, reward, True))
+
+    @property
+    def mission(self) -> str:
+        return self._env.mission
+
+    def valid_actions_sync(self) -> list[str]:
+        return list(self._actions)
+
+    # ---- helpers -----------------------------------------------------------------
+    def _render(self) -> str:
+        view = observe(self._env)
+        self._actions = available_actions(self._env, view)
+        return (
+            f"{render_view(view)}\nAvailable actions: {', '.join(self._actions)}\n"
+            f"Your goal: {self._env.mission}"
+        )
+
+    def _invalid(self, why: str) -> EnvResult:
+        text = f"Invalid action. {why}\n{self._observation}"
+        return EnvResult(observation=text, reward=0.0, done=False, info=self._info(False, 0.0, False))
+
+    def _info(self, success: bool, reward: float, valid: bool) -> dict:
+        return {
+            "success": bool(success),
+            "score": float(reward),
+            "valid": valid,
+            "level": self.level,
+            "seed": self._seed,
+            "primitive_steps": int(self._env.step_count),
+        }
+
+    def close_sync(self) -> None:
+        self._gym.close()

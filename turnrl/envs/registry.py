@@ -1,0 +1,66 @@
+"""Registry of environment families: adding one is adding one module that registers itself.
+
+Invariant: a family name maps to exactly one factory ``(**options) -> Env`` and
+one ``TaskSplits`` describing its fixed train/test item ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from turnrl.envs.base import Env
+
+
+@dataclass(frozen=True)
+class TaskSplits:
+    """Fixed, documented item-id ranges per split (half-open ``[start, stop)``)."""
+
+    train: range
+    test: range
+
+    def get(self, split: str) -> range:
+        if split not in ("train", "test"):
+            raise ValueError(f"unknown split {split!r}: expected 'train' or 'test'")
+        return self.train if split == "train" else self.test
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    family: str
+    factory: Callable[..., Env]
+    splits: TaskSplits
+    default_turn_cap: int
+    description: str = ""
+
+
+_ENVS: dict[str, EnvSpec] = {}
+
+
+def register_env(spec: EnvSpec) -> EnvSpec:
+    if spec.family in _ENVS:
+        raise ValueError(f"env family {spec.family!r} is already registered")
+    _ENVS[spec.family] = spec
+    return spec
+
+
+def _load_builtin() -> None:
+    # Importing the family packages registers them.
+    import turnrl.envs.babyai  # noqa: F401
+
+
+def env_names() -> list[str]:
+    _load_builtin()
+    return sorted(_ENVS)
+
+
+def get_env_spec(family: str) -> EnvSpec:
+    _load_builtin()
+    try:
+        return _ENVS[family]
+    except KeyError:
+        raise ValueError(f"unknown env {family!r}; choose from: {', '.join(sorted(_ENVS))}") from None
+
+
+def make_env(family: str, **options) -> Env:
+    return get_env_spec(family).factory(**options)

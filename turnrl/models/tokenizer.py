@@ -1,0 +1,69 @@
+"""A byte-level BPE tokenizer trained locally on environment text, with a chat template.
+
+Invariant: byte-level BPE encodes any string (no unknown tokens) and decodes it
+back exactly; ``<|im_start|>``/``<|im_end|>``/``<|endoftext|>`` are single special
+tokens; ``<|im_end|>`` is the end-of-turn (eos) token, ``<|endoftext|>`` pads.
+
+Two pre-tokenisations: ``word`` splits at spaces and punctuation (GPT-2 style);
+``phrase`` splits only at punctuation and line breaks, so merges may span words
+and a frequent phrase ("go to red ball 1") becomes one token. The embedded CPU
+default uses ``phrase``: with a domain this small it cuts sequences about
+sevenfold, and an action is usually a single token that also appears verbatim in
+the observation's list of available actions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+PAD, BOS_TURN, EOS_TURN = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
+SPECIAL_TOKENS = [PAD, BOS_TURN, EOS_TURN]
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+PRE_TOKENIZATIONS = ("phrase", "word")
+
+
+def _pre_tokenizer(split: str):
+    if split == "word":
+        return pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if split == "phrase":
+        return pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(r"[,.:;!?\n\[\]()\"]"), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+    raise ValueError(f"unknown pre-tokenisation {split!r}; choose from: {', '.join(PRE_TOKENIZATIONS)}")
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024, split: str = "phrase") -> PreTrainedTokenizerFast:
+    if vocab_size < 300:
+        raise ValueError(f"vocab_size must be >= 300 (256 bytes + specials + merges), got {vocab_size}")
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = _pre_tokenizer(split)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    roles = ["system", "user", "assistant"]
+    core.train_from_iterator(list(texts) + roles * 8, trainer=trainer)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        eos_token=EOS_TURN,
+        pad_token=PAD,
+        bos_token=None,
+        unk_token=None,
+    )
+    tok.chat_template = CHAT_TEMPLATE
+    return tok

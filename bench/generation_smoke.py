@@ -22,15 +22,15 @@ from pathlib import Path
 
 import torch
 
-from turnrl.engine.batch import pack, policy_logprobs
-from turnrl.engine.episode import EpisodeConfig
-from turnrl.engine.rollout import EnvPool, run_episodes
+from turnrl.config.episode import EpisodeConfig
+from turnrl.engine.rollout.run import EnvPool, run_episodes
+from turnrl.engine.training.batch import pack, policy_logprobs
+from turnrl.engine.training.warmup import random_episodes
 from turnrl.envs.babyai import BabyAIEnv
 from turnrl.models.chat import ChatFormat
 from turnrl.models.loading import load_policy, save_policy
 from turnrl.models.tiny import build_tiny_model
 from turnrl.models.tokenizer import train_tokenizer
-from turnrl.models.warmup import random_episodes
 from turnrl.protocol import Task
 
 
@@ -64,14 +64,15 @@ async def smoke(args, model_dir: Path) -> dict:
     chat = ChatFormat(tokenizer)
     process = None
     if args.backend == "service":
-        from turnrl.engine.service import ServiceConfig
-        from turnrl.engine.service_client import ServiceGenerator, ServiceProcess
+        from turnrl.config.generation import ServiceConfig
+        from turnrl.engine.generation.service_client import ServiceGenerator, ServiceProcess
 
         config = ServiceConfig(model_path=str(model_dir), address=f"ipc://{model_dir}/smoke.sock", torch_threads=1)
         process = ServiceProcess(config).start()
         generator = ServiceGenerator(config.address)
     else:
-        from turnrl.engine.sglang_backend import SGLangConfig, SGLangGenerator
+        from turnrl.config.generation import SGLangConfig
+        from turnrl.engine.generation.sglang import SGLangGenerator
 
         generator = SGLangGenerator(SGLangConfig(urls=args.urls))
     try:

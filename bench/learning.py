@@ -20,10 +20,10 @@ from pathlib import Path
 
 import msgspec
 
-from turnrl.config import EvalConfig, ModelConfig
-from turnrl.engine.curriculum import CurriculumConfig
-from turnrl.engine.metrics import read_metrics
-from turnrl.engine.trainer import Trainer
+from turnrl.config.curriculum import CurriculumConfig
+from turnrl.config.train import EvalConfig, ModelConfig
+from turnrl.engine.records.metrics import read_metrics
+from turnrl.engine.training.loop import Trainer
 from turnrl.recipes import demo_config
 
 ALGORITHMS = ("grpo", "ppo", "reinforce_pp", "rloo")

@@ -27,19 +27,20 @@ from pathlib import Path
 
 import msgspec
 import torch
+from latency_model import LatencyModelGenerator, SyntheticEnv, Workload, WorkloadConfig
 
-from turnrl.engine.episode import EpisodeConfig
-from turnrl.engine.generation import LocalGenerator
-from turnrl.engine.latency_model import LatencyModelGenerator, SyntheticEnv, Workload, WorkloadConfig
-from turnrl.engine.lockstep import run_lockstep
-from turnrl.engine.remote_env import EnvWorkerConfig, EnvWorkerPool
-from turnrl.engine.rollout import EnvPool, RolloutStats, run_episodes
+from turnrl.config.envs import EnvWorkerConfig
+from turnrl.config.episode import EpisodeConfig
+from turnrl.engine.generation.local import LocalGenerator
+from turnrl.engine.rollout.lockstep import run_lockstep
+from turnrl.engine.rollout.run import EnvPool, RolloutStats, run_episodes
+from turnrl.engine.training.warmup import random_episodes
 from turnrl.envs.babyai import BabyAIEnv
 from turnrl.envs.registry import env_names, make_env
+from turnrl.envs.zmq.pool import EnvWorkerPool
 from turnrl.models.chat import ChatFormat
 from turnrl.models.tiny import build_tiny_model
 from turnrl.models.tokenizer import train_tokenizer
-from turnrl.models.warmup import random_episodes
 from turnrl.protocol import Task
 
 

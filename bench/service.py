@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from turnrl.engine.generation import LocalGenerator
-from turnrl.engine.service import ServiceConfig
-from turnrl.engine.service_client import ServiceGenerator, ServiceProcess
+from turnrl.config.generation import ServiceConfig
+from turnrl.engine.generation.local import LocalGenerator
+from turnrl.engine.generation.service_client import ServiceGenerator, ServiceProcess
 from turnrl.models.loading import load_policy
 from turnrl.protocol import GenerateRequest, SamplingParams
 

@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from turnrl import RolloutEngine
-from turnrl.engine.episode import EpisodeConfig
+from turnrl.config.episode import EpisodeConfig
 from turnrl.models.loading import load_tokenizer
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from turnrl.engine.training.warmup import random_episodes
 from turnrl.envs.babyai import BabyAIEnv
 from turnrl.models.chat import ChatFormat
 from turnrl.models.tiny import build_tiny_model
 from turnrl.models.tokenizer import train_tokenizer
-from turnrl.models.warmup import random_episodes
 
 
 @pytest.fixture(scope="session")

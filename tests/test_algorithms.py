@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from turnrl.algorithms import algorithm_names, get_advantage_estimator, get_policy_loss
-from turnrl.algorithms.base import AdvantageParams, advantage_inputs
+from turnrl.algorithms.base import advantage_inputs
 from turnrl.algorithms.policy_loss import aggregate, clipped_surrogate
 from turnrl.algorithms.value_loss import clipped_value_loss
+from turnrl.config.algo import AdvantageParams
 from turnrl.kernels import discounted_returns, gae
 from turnrl.protocol import Task, Trajectory
 

@@ -7,11 +7,11 @@ import random
 
 import pytest
 
-from turnrl.engine.buffer import Ticket, TrajectoryBuffer, staleness
-from turnrl.engine.episode import EpisodeConfig
-from turnrl.engine.latency_model import LatencyModelGenerator, SyntheticEnv, Workload, WorkloadConfig
-from turnrl.engine.pausable import PausableGenerator
-from turnrl.engine.rollout import EnvPool, run_episodes
+from bench.latency_model import LatencyModelGenerator, SyntheticEnv, Workload, WorkloadConfig
+from turnrl.config.episode import EpisodeConfig
+from turnrl.engine.generation.pausable import PausableGenerator
+from turnrl.engine.rollout.buffer import Ticket, TrajectoryBuffer, staleness
+from turnrl.engine.rollout.run import EnvPool, run_episodes
 from turnrl.protocol import GenerateRequest, Task, Trajectory
 
 

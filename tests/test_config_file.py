@@ -10,9 +10,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from turnrl.config import TrainConfig
-from turnrl.config_file import apply_overrides, dump_toml, load, parse_override
-from turnrl.engine.curriculum import CurriculumConfig, TurnCapSchedule
+from turnrl.config.curriculum import CurriculumConfig
+from turnrl.config.toml_file import apply_overrides, dump_toml, load, parse_override
+from turnrl.config.train import TrainConfig
+from turnrl.engine.rollout.curriculum import TurnCapSchedule
 from turnrl.envs import get_env_spec
 from turnrl.recipes import demo_config
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from turnrl.engine.curriculum import SCALING_INTER_DEFAULTS, CurriculumConfig, TurnCapSchedule
+from turnrl.config.curriculum import SCALING_INTER_DEFAULTS, CurriculumConfig
+from turnrl.engine.rollout.curriculum import TurnCapSchedule
 from turnrl.protocol import Task, Trajectory
 
 

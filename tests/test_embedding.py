@@ -12,7 +12,7 @@ import torch
 
 from turnrl import RolloutEngine
 from turnrl.algorithms.grpo import grpo  # noqa: F401 - registers the estimator
-from turnrl.engine.episode import EpisodeConfig
+from turnrl.config.episode import EpisodeConfig
 from turnrl.models.loading import save_policy
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "embed_training_loop.py"

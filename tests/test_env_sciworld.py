@@ -11,8 +11,8 @@ import psutil
 import pytest
 
 from turnrl.envs import get_env_spec
+from turnrl.envs.http.client import HttpEnv
 from turnrl.envs.http.launch import running_server
-from turnrl.envs.http.remote import RemoteEnv
 from turnrl.envs.sciworld import NUM_ITEMS, SciWorldEnv, sciworld_task
 from turnrl.envs.sciworld.tasks import EXCLUDED, TASKS
 
@@ -80,7 +80,7 @@ def test_jvm_heap_is_bounded(env):
 
 async def test_over_http_with_agentgym_fields_and_close_reaps_the_jvm(env):
     with running_server("sciworld") as (base, server):
-        remote = RemoteEnv(base, protocol="agentgym-sciworld", family="sciworld")
+        remote = HttpEnv(base, protocol="agentgym-sciworld", family="sciworld")
         assert await remote.reset(45) == env.reset_sync(45)  # task description + look, as AgentGym's client
         raw = httpx.post(f"{base}/reset", json={"id": remote.env_id, "data_idx": 45}).json()
         assert raw["task_name"] == "melt" and raw["var_num"] == 15

@@ -11,11 +11,13 @@ import signal
 import msgspec
 import pytest
 
-from turnrl.engine.episode import EpisodeConfig
-from turnrl.engine.latency_model import LatencyModelGenerator, Workload, WorkloadConfig
-from turnrl.engine.remote_env import EnvWorkerConfig, EnvWorkerLost, EnvWorkerPool
-from turnrl.engine.rollout import EnvPool, run_episodes
+from bench.latency_model import LatencyModelGenerator, Workload, WorkloadConfig
+from turnrl.config.envs import EnvWorkerConfig
+from turnrl.config.episode import EpisodeConfig
+from turnrl.engine.rollout.run import EnvPool, run_episodes
 from turnrl.envs.babyai import BabyAIEnv
+from turnrl.envs.zmq.pool import EnvWorkerPool
+from turnrl.errors import EnvWorkerLost
 from turnrl.protocol import EnvCall, Task, encode
 
 FAST = EnvWorkerConfig(workers=2, threads_per_worker=8, heartbeat_s=0.1, heartbeat_timeout_s=2.0)

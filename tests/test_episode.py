@@ -7,10 +7,12 @@ import asyncio
 import pytest
 import torch
 
-from turnrl.engine.batch import pack, policy_logprobs
-from turnrl.engine.episode import EpisodeConfig, EpisodeRunner
-from turnrl.engine.generation import Generator, LocalGenerator
-from turnrl.engine.rollout import EnvPool, run_episodes
+from turnrl.config.episode import EpisodeConfig
+from turnrl.engine.generation.base import Generator
+from turnrl.engine.generation.local import LocalGenerator
+from turnrl.engine.rollout.episode import EpisodeRunner
+from turnrl.engine.rollout.run import EnvPool, run_episodes
+from turnrl.engine.training.batch import pack, policy_logprobs
 from turnrl.envs.babyai import BabyAIEnv
 from turnrl.envs.base import BlockingEnv
 from turnrl.protocol import EnvResult, GenerateResult, Task

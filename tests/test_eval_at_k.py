@@ -12,10 +12,11 @@ from collections import defaultdict
 import msgspec
 import pytest
 
-from turnrl.config import EvalConfig, ModelConfig, RolloutConfig
-from turnrl.engine.episode import EpisodeConfig
-from turnrl.engine.eval_at_k import EvalAtKConfig, evaluate_at_k, plan_eval
-from turnrl.engine.trainer import Trainer
+from turnrl.config.episode import EpisodeConfig
+from turnrl.config.eval import EvalAtKConfig
+from turnrl.config.train import EvalConfig, ModelConfig, RolloutConfig
+from turnrl.engine.eval.at_k import evaluate_at_k, plan_eval
+from turnrl.engine.training.loop import Trainer
 from turnrl.envs.babyai.levels import agentgym_task
 from turnrl.models.loading import save_policy
 from turnrl.recipes import demo_config

@@ -1,4 +1,5 @@
-"""Token in, token out: sampled log-probs equal a recomputation; padding and KV reuse change nothing."""
+"""The generation engine: sampled log-probs equal a recomputation; padding, batch mates, prefix reuse and shared
+prompts change nothing but what is computed."""
 
 from __future__ import annotations
 
@@ -7,11 +8,23 @@ import asyncio
 import pytest
 import torch
 
-from turnrl.engine.batch import pack, policy_logprobs
-from turnrl.engine.generation import LocalGenerator
-from turnrl.engine.hf_backend import generate_batch
-from turnrl.engine.kv_store import KVStore
+from turnrl.engine.generation.batcher import ContinuousBatcher, Sequence
+from turnrl.engine.generation.kv_store import KVStore
+from turnrl.engine.generation.local import LocalGenerator
+from turnrl.engine.training.batch import pack, policy_logprobs
+from turnrl.errors import BadRequest, GenerationError
 from turnrl.protocol import GenerateRequest, SamplingParams
+
+
+def generate_batch(model, requests, version, pad_id, rng=None, store=None, batcher=None):
+    """Admit ``requests`` together into a (fresh) batcher and step it until every one has finished."""
+    batcher = batcher or ContinuousBatcher(model, pad_id, rng, store)
+    batcher.version = version
+    seqs = [Sequence(key=i, request=r) for i, r in enumerate(requests)]
+    batcher.step(seqs, {})
+    while batcher.rows:
+        batcher.step([], {})
+    return [s.result() for s in seqs]
 
 
 def _requests(chat, lengths, temperature=1.0, max_new=7, session=None):
@@ -78,8 +91,12 @@ def test_kv_reuse_gives_the_same_tokens_and_logprobs(tiny_model, chat, tokenizer
                         input_ids=list(r.input_ids) + o.output_ids + [7, 8, 9])
         for r, o in zip(first, out1, strict=True)
     ]
-    reused = generate_batch(tiny_model, extended, 0, tokenizer.pad_token_id, store=store)
-    assert store.hits == 2 and store.reused_tokens > 0
+    batcher = ContinuousBatcher(tiny_model, tokenizer.pad_token_id, store=store)
+    reused = generate_batch(tiny_model, extended, 0, tokenizer.pad_token_id, store=store, batcher=batcher)
+    assert store.hits == 2 and batcher.prefix_hits == 2 and batcher.prefix_lookups == 2
+    covered = sum(len(r.input_ids) + len(o.output_ids) - 1 for r, o in zip(first, out1, strict=True))
+    assert batcher.reused_tokens == covered  # the whole earlier context but its never-fed last token
+    assert batcher.prefill_tokens == sum(len(r.input_ids) for r in extended) - covered
     fresh = generate_batch(tiny_model, extended, 0, tokenizer.pad_token_id)
     for a, b in zip(reused, fresh, strict=True):
         assert a.output_ids == b.output_ids
@@ -88,7 +105,7 @@ def test_kv_reuse_gives_the_same_tokens_and_logprobs(tiny_model, chat, tokenizer
 
 def test_kv_store_rejects_stale_or_diverging_prefixes():
     store = KVStore(max_tokens=10)
-    from turnrl.engine.kv_store import SessionKV
+    from turnrl.engine.generation.kv_store import SessionKV
 
     store.put("a", SessionKV(ids=[1, 2, 3], layers=[], version=0))
     assert store.reusable("a", [1, 2, 3, 4], version=1) is None  # weights changed
@@ -110,8 +127,9 @@ def test_stop_and_length_finish_reasons(tiny_model, chat, tokenizer):
     assert len(res.output_ids) <= 3
     if res.finish_reason == "stop":
         assert res.output_ids[-1] in chat.stop_token_ids
-    with pytest.raises(ValueError, match="empty"):
-        generate_batch(tiny_model, [GenerateRequest(request_id="x", input_ids=[])], 0, tokenizer.pad_token_id)
+    generator = LocalGenerator(tiny_model, tokenizer.pad_token_id, use_thread=False)
+    with pytest.raises(BadRequest, match="empty"):
+        asyncio.run(generator.generate(GenerateRequest(request_id="x", input_ids=[])))
 
 
 def test_local_generator_batches_concurrent_requests(tiny_model, chat, tokenizer):
@@ -125,7 +143,8 @@ def test_local_generator_batches_concurrent_requests(tiny_model, chat, tokenizer
 
     results = asyncio.run(main())
     assert [r.request_id for r in results] == [r.request_id for r in reqs]
-    assert generator.batches == 1 and generator.batched_requests == 5
+    # all five join one prefill, then decode together: two forwards of five rows
+    assert generator.engine.batcher.steps == 2 and generator.engine.batcher.tokens == 10
 
 
 def test_generator_failure_reaches_every_waiting_request(chat, tokenizer):
@@ -133,6 +152,12 @@ def test_generator_failure_reaches_every_waiting_request(chat, tokenizer):
         def __init__(self):
             super().__init__()
             self.w = torch.nn.Parameter(torch.zeros(1))
+
+            self.embed = torch.nn.Embedding(len(tokenizer), 4)
+            self.config = type("Config", (), {"max_position_embeddings": 64})()
+
+        def get_input_embeddings(self):
+            return self.embed
 
         def forward(self, **kwargs):
             raise RuntimeError("device on fire")
@@ -144,4 +169,50 @@ def test_generator_failure_reaches_every_waiting_request(chat, tokenizer):
         return await asyncio.gather(*(generator.generate(r) for r in reqs), return_exceptions=True)
 
     out = asyncio.run(main())
-    assert all(isinstance(o, RuntimeError) and "device on fire" in str(o) for o in out)
+    assert all(isinstance(o, GenerationError) and "device on fire" in str(o) for o in out)
+
+
+def test_a_shared_prompt_is_prefilled_once_and_samples_independently(tiny_model, chat, tokenizer):
+    prompt = _requests(chat, [17], temperature=1.0, max_new=6)[0]
+    group = [GenerateRequest(request_id=f"g{i}", input_ids=prompt.input_ids, sampling=prompt.sampling,
+                             session_id=f"s{i}") for i in range(4)]
+    batcher = ContinuousBatcher(tiny_model, tokenizer.pad_token_id, torch.Generator().manual_seed(3), KVStore())
+    results = generate_batch(tiny_model, group, 0, tokenizer.pad_token_id, store=batcher.store, batcher=batcher)
+    assert batcher.prefill_tokens == 17 and batcher.shared_prefill_tokens == 3 * 17
+    batch, lp = _recompute(tiny_model, group, results, tokenizer.pad_token_id)
+    assert float(((lp - batch.old_logprobs).abs() * batch.loss_mask).max()) < 1e-4
+    assert len({tuple(r.output_ids) for r in results}) > 1  # one prefill, four independent samples
+    greedy = [GenerateRequest(request_id=r.request_id, input_ids=r.input_ids, sampling=SamplingParams(
+        temperature=0.0, max_new_tokens=6, stop_token_ids=chat.stop_token_ids)) for r in group]
+    shared = generate_batch(tiny_model, greedy + _requests(chat, [9], temperature=0.0), 0, tokenizer.pad_token_id)
+    alone = generate_batch(tiny_model, greedy[:1], 0, tokenizer.pad_token_id)[0]
+    assert all(r.output_ids == alone.output_ids for r in shared[:4])
+
+
+def test_a_multi_turn_rollout_reuses_each_sessions_prefix(tiny_model, chat, tokenizer):
+    from turnrl.config.episode import EpisodeConfig
+    from turnrl.engine.rollout.run import EnvPool, run_episodes
+    from turnrl.envs.babyai import BabyAIEnv
+    from turnrl.protocol import Task
+
+    async def rollout(kv_cache_tokens):
+        generator = LocalGenerator(tiny_model, tokenizer.pad_token_id, use_thread=False, seed=0,
+                                   kv_cache_tokens=kv_cache_tokens)
+        tasks = [Task(env="babyai", item_id=i % 3, group=i % 3) for i in range(6)]
+        config = EpisodeConfig(turn_cap=3, temperature=0.0, max_new_tokens=8)
+        trajectories = await run_episodes(tasks, EnvPool(lambda: BabyAIEnv("GoToLocal")), generator, chat, config)
+        stats = await generator.stats()
+        await generator.close()
+        return trajectories, stats
+
+    with_reuse, stats = asyncio.run(rollout(2_000_000))
+    without, plain = asyncio.run(rollout(0))
+    assert [t.token_ids for t in with_reuse] == [t.token_ids for t in without]  # greedy: same episodes
+    turns = sum(len(t.turns) for t in with_reuse)
+    later_turns = turns - len(with_reuse)
+    assert later_turns > 0
+    assert stats.prefix_lookups == turns and stats.prefix_hits == later_turns and plain.prefix_hits == 0
+    assert stats.prefix_hit_rate == later_turns / turns
+    assert stats.reused_tokens > 0 and stats.prefill_tokens < plain.prefill_tokens
+    computed = stats.prefill_tokens + stats.reused_tokens + stats.shared_prefill_tokens
+    assert computed == plain.prefill_tokens + plain.shared_prefill_tokens

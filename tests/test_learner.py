@@ -7,14 +7,13 @@ import asyncio
 import pytest
 import torch
 
-from turnrl.algorithms.base import AdvantageParams
-from turnrl.config import AlgoConfig
-from turnrl.engine.batch import pack, policy_logprobs
-from turnrl.engine.critic import CriticConfig
-from turnrl.engine.episode import EpisodeConfig
-from turnrl.engine.generation import LocalGenerator
-from turnrl.engine.learner import Learner, LearnerConfig
-from turnrl.engine.rollout import EnvPool, run_episodes
+from turnrl.config.algo import AdvantageParams, CriticConfig, LearnerConfig
+from turnrl.config.episode import EpisodeConfig
+from turnrl.config.train import AlgoConfig
+from turnrl.engine.generation.local import LocalGenerator
+from turnrl.engine.rollout.run import EnvPool, run_episodes
+from turnrl.engine.training.batch import pack, policy_logprobs
+from turnrl.engine.training.learner import Learner
 from turnrl.envs.babyai import BabyAIEnv
 from turnrl.protocol import Task
 

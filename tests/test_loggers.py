@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from turnrl.engine.loggers import LoggingConfig, MetricsLogger
-from turnrl.engine.metrics import read_metrics
+from turnrl.config.records import LoggingConfig
+from turnrl.engine.records.loggers import MetricsLogger
+from turnrl.engine.records.metrics import read_metrics
 
 ROWS = [{"step": 1, "train/success_rate": 0.25, "learner/loss": -0.5, "phase": "rl", "ok": True},
         {"step": 2, "train/success_rate": 0.75, "learner/loss": 0.125, "phase": "rl", "ok": False}]

@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import pytest
 
-from turnrl.engine.pass_at_k import markdown_table, pass_at_k, summarize_at_k
+from turnrl.engine.eval.pass_at_k import markdown_table, pass_at_k, summarize_at_k
 from turnrl.envs import get_env_spec
 
 

@@ -8,12 +8,12 @@ import msgspec
 import pytest
 import torch
 
-from turnrl.config import EvalConfig, ModelConfig, RolloutConfig
-from turnrl.engine.checkpoint import latest_checkpoint, load_trainer_state
-from turnrl.engine.curriculum import CurriculumConfig
-from turnrl.engine.episode import EpisodeConfig
-from turnrl.engine.metrics import read_metrics
-from turnrl.engine.trainer import Trainer
+from turnrl.config.curriculum import CurriculumConfig
+from turnrl.config.episode import EpisodeConfig
+from turnrl.config.train import EvalConfig, ModelConfig, RolloutConfig
+from turnrl.engine.records.checkpoint import latest_checkpoint, load_trainer_state
+from turnrl.engine.records.metrics import read_metrics
+from turnrl.engine.training.loop import Trainer
 from turnrl.models.loading import save_policy
 from turnrl.recipes import demo_config
 

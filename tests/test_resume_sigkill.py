@@ -9,10 +9,11 @@ import subprocess
 import sys
 import time
 
-from turnrl.engine.checkpoint import latest_checkpoint, load_trainer_state
-from turnrl.engine.curriculum import CurriculumConfig, TurnCapSchedule
-from turnrl.engine.metrics import read_metrics
-from turnrl.engine.sampler import TaskSampler
+from turnrl.config.curriculum import CurriculumConfig
+from turnrl.engine.records.checkpoint import latest_checkpoint, load_trainer_state
+from turnrl.engine.records.metrics import read_metrics
+from turnrl.engine.rollout.curriculum import TurnCapSchedule
+from turnrl.engine.rollout.sampler import TaskSampler
 from turnrl.envs import get_env_spec
 from turnrl.models.loading import save_policy
 

@@ -9,12 +9,13 @@ import heapq
 import numpy as np
 import pytest
 
-from turnrl.engine.barrier import PhaseBarrier
-from turnrl.engine.episode import EpisodeConfig, EpisodeRunner
-from turnrl.engine.generation import Generator
-from turnrl.engine.latency_model import LatencyModelGenerator, SyntheticEnv, Workload, WorkloadConfig
-from turnrl.engine.lockstep import run_lockstep
-from turnrl.engine.rollout import EnvPool, RolloutStats, run_episodes
+from bench.latency_model import LatencyModelGenerator, SyntheticEnv, Workload, WorkloadConfig
+from turnrl.config.episode import EpisodeConfig
+from turnrl.engine.generation.base import Generator
+from turnrl.engine.rollout.barrier import PhaseBarrier
+from turnrl.engine.rollout.episode import EpisodeRunner
+from turnrl.engine.rollout.lockstep import run_lockstep
+from turnrl.engine.rollout.run import EnvPool, RolloutStats, run_episodes
 from turnrl.protocol import GenerateRequest, Task
 
 

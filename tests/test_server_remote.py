@@ -10,9 +10,10 @@ import pytest
 from turnrl.envs import TaskSplits, make_env
 from turnrl.envs.babyai import BabyAIEnv
 from turnrl.envs.base import BlockingEnv
+from turnrl.envs.http.client import HttpEnv, register_remote, strip_marker
+from turnrl.envs.http.env_table import EnvTable
 from turnrl.envs.http.launch import running_server
-from turnrl.envs.http.pool import EnvPool, PoolFull, UnknownEnv
-from turnrl.envs.http.remote import RemoteEnv, RemoteEnvError, register_remote, strip_marker
+from turnrl.errors import EnvTableFull, HttpEnvError, UnknownEnv
 from turnrl.protocol import EnvResult
 
 
@@ -23,7 +24,7 @@ def babyai_url():
 
 
 async def test_remote_env_plays_like_the_local_one(babyai_url):
-    remote, local = RemoteEnv(babyai_url, family="babyai"), BabyAIEnv(level="all")
+    remote, local = HttpEnv(babyai_url, family="babyai"), BabyAIEnv(level="all")
     for item in (3, 44, 121):
         assert await remote.reset(item) == local.reset_sync(item)
         assert await remote.valid_actions() == local.valid_actions_sync()
@@ -40,26 +41,26 @@ async def test_remote_env_plays_like_the_local_one(babyai_url):
 
 
 async def test_remote_errors_and_bad_settings(babyai_url):
-    remote = RemoteEnv(babyai_url)
+    remote = HttpEnv(babyai_url)
     await remote.reset(0)
-    other = RemoteEnv(babyai_url)
+    other = HttpEnv(babyai_url)
     other.env_id = remote.env_id + 1000  # an id the server never gave out
-    with pytest.raises(RemoteEnvError, match="404"):
+    with pytest.raises(HttpEnvError, match="404"):
         await other.step("Action: turn left")
-    with pytest.raises(RemoteEnvError, match="400"):
+    with pytest.raises(HttpEnvError, match="400"):
         await remote.reset(-1)
     await remote.close()
     await other.close()
     with pytest.raises(ValueError, match="base_url"):
-        RemoteEnv("localhost:1")
+        HttpEnv("localhost:1")
     with pytest.raises(ValueError, match="protocol"):
-        RemoteEnv(babyai_url, protocol="gopher")
+        HttpEnv(babyai_url, protocol="gopher")
 
 
 async def test_registered_remote_family(babyai_url):
     register_remote("remote-babyai-test", babyai_url, TaskSplits(train=range(40, 400), test=range(0, 40)), 20)
     env = make_env("remote-babyai-test")
-    assert isinstance(env, RemoteEnv) and env.family == "remote-babyai-test"
+    assert isinstance(env, HttpEnv) and env.family == "remote-babyai-test"
     assert await env.reset(7) == BabyAIEnv(level="all").reset_sync(7)
     await env.close()
 
@@ -96,9 +97,9 @@ async def test_pool_runs_envs_concurrently_and_caps():
         made.append(_GatedEnv(gate if not made else None))
         return made[-1]
 
-    pool = EnvPool(factory, max_envs=2, idle_timeout_s=60)
+    pool = EnvTable(factory, max_envs=2, idle_timeout_s=60)
     slow, fast = await pool.create(), await pool.create()
-    with pytest.raises(PoolFull):
+    with pytest.raises(EnvTableFull):
         await pool.create()
     blocked = asyncio.create_task(pool.call(slow, lambda s: s.env.step_sync("slow")))
     await asyncio.sleep(0.05)
@@ -112,4 +113,4 @@ async def test_pool_runs_envs_concurrently_and_caps():
     await pool.close_all()
     assert len(pool) == 0 and [e.closed for e in made] == [1, 1]
     with pytest.raises(ValueError, match="max_envs"):
-        EnvPool(factory, max_envs=0)
+        EnvTable(factory, max_envs=0)

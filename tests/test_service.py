@@ -10,9 +10,11 @@ import torch
 import zmq
 import zmq.asyncio
 
-from turnrl.engine.batch import pack, policy_logprobs
-from turnrl.engine.service import ServiceConfig, hard_frame_limit
-from turnrl.engine.service_client import GenerationTimeout, ServiceError, ServiceGenerator, ServiceProcess
+from turnrl.config.generation import ServiceConfig
+from turnrl.engine.generation.service import hard_frame_limit
+from turnrl.engine.generation.service_client import ServiceGenerator, ServiceProcess
+from turnrl.engine.training.batch import pack, policy_logprobs
+from turnrl.errors import BadRequest, GenerationTimeout, ServiceError
 from turnrl.models.loading import save_policy
 from turnrl.models.tiny import build_tiny_model
 from turnrl.protocol import (
@@ -69,9 +71,9 @@ def _recomputed(model, request: GenerateRequest, output_ids: list[int]) -> torch
 
 
 async def _wait_for_tokens(client: ServiceGenerator, at_least: int, timeout_s: float = 30.0) -> None:
-    start = (await client.stats()).tokens_generated
+    start = (await client.service_stats()).tokens_generated
     deadline = asyncio.get_running_loop().time() + timeout_s
-    while (await client.stats()).tokens_generated < start + at_least:
+    while (await client.service_stats()).tokens_generated < start + at_least:
         assert asyncio.get_running_loop().time() < deadline, "the service generated nothing"
         await asyncio.sleep(0.01)
 
@@ -79,14 +81,14 @@ async def _wait_for_tokens(client: ServiceGenerator, at_least: int, timeout_s: f
 async def test_round_trip(served, tokenizer):
     client = ServiceGenerator(served["config"].address)
     try:
-        before = await client.stats()
+        before = await client.service_stats()
         req = _request("rt", 7, 6, seed=3, vocab=len(tokenizer))
         res = await client.generate(req)
         assert res.request_id == "rt" and 1 <= len(res.output_ids) <= 6
         assert len(res.logprobs) == len(res.output_ids) and all(lp <= 0 for lp in res.logprobs)
         assert res.versions == [before.weight_version] * len(res.output_ids)
         assert res.finish_reason == "length"
-        assert (await client.stats()).requests_finished == before.requests_finished + 1
+        assert (await client.service_stats()).requests_finished == before.requests_finished + 1
     finally:
         await client.close()
 
@@ -95,7 +97,7 @@ async def test_request_submitted_mid_decode_finishes_first(served, tokenizer):
     client = ServiceGenerator(served["config"].address)
     vocab = len(tokenizer)
     try:
-        before = await client.stats()
+        before = await client.service_stats()
         long = asyncio.create_task(client.generate(_request("long", 9, 200, seed=1, vocab=vocab)))
         await _wait_for_tokens(client, 3)
         shorts = [asyncio.create_task(client.generate(_request(f"s{i}", 5 + 3 * i, 4 + i, seed=10 + i, vocab=vocab)))
@@ -108,7 +110,7 @@ async def test_request_submitted_mid_decode_finishes_first(served, tokenizer):
         assert [len(r.output_ids) for r in short_results] == [4 + i for i in range(6)]
         long_result = await long
         assert len(long_result.output_ids) == 200
-        after = await client.stats()
+        after = await client.service_stats()
         # they ran together: more tokens than forward passes
         assert after.tokens_generated - before.tokens_generated > after.steps - before.steps
     finally:
@@ -192,7 +194,7 @@ async def test_malformed_and_oversized_frames_get_error_replies(served, tokenize
         assert served["process"].process.is_alive()
         with pytest.raises(ValueError, match="max_frame_bytes"):  # refused before sending
             await client.generate(big)
-        with pytest.raises(ServiceError, match="bad_request"):
+        with pytest.raises(BadRequest, match="bad_request"):
             await client.generate(GenerateRequest(request_id="neg", input_ids=[-1]))
         assert len((await client.generate(good)).output_ids) == 3
     finally:
@@ -220,7 +222,7 @@ async def test_timeout_truncates_only_that_request(served, tokenizer):
         finally:
             await impatient.close()
         for _ in range(200):
-            stats = await client.stats()
+            stats = await client.service_stats()
             if stats.running == 0 and stats.waiting == 0:
                 break
             await asyncio.sleep(0.02)
@@ -251,10 +253,10 @@ async def test_pause_holds_requests_until_resume(served, tokenizer):
         await client.pause()
         task = asyncio.create_task(client.generate(_request("held", 5, 5, seed=1, vocab=len(tokenizer))))
         await asyncio.sleep(0.3)
-        stats = await client.stats()
+        stats = await client.service_stats()
         assert not task.done() and stats.paused and stats.waiting == 1
         await asyncio.sleep(0.2)
-        assert (await client.stats()).tokens_generated == stats.tokens_generated
+        assert (await client.service_stats()).tokens_generated == stats.tokens_generated
         await client.resume()
         assert len((await task).output_ids) == 5
     finally:
@@ -267,7 +269,7 @@ async def test_weight_update_bumps_versions_of_later_tokens(served, tokenizer):
     vocab = len(tokenizer)
     model, other = served["model"], served["other"]
     try:
-        v0 = (await client.stats()).weight_version
+        v0 = (await client.service_stats()).weight_version
         req = _request("across", 8, 1500, seed=21, vocab=vocab)
         task = asyncio.create_task(client.generate(req))
         await _wait_for_tokens(client, 3)
@@ -286,7 +288,7 @@ async def test_weight_update_bumps_versions_of_later_tokens(served, tokenizer):
         assert torch.allclose(logprobs[:cut], _recomputed(model, req, result.output_ids)[:cut], atol=1e-4)
         assert torch.allclose(logprobs[cut:], _recomputed(other, req, result.output_ids)[cut:], atol=1e-4)
 
-        with pytest.raises(ServiceError, match="no parameter"):
+        with pytest.raises(BadRequest, match="no parameter"):
             await client.update_weights(tensors={"not.a.weight": torch.zeros(2)})
         # back to the first weights, sent as tensors, with running requests aborted and resubmitted
         resubmitted = asyncio.create_task(client.generate(_request("again", 8, 200, seed=22, vocab=vocab)))
@@ -315,7 +317,7 @@ def test_config_rejects_bad_values(tmp_path):
 async def test_a_failing_forward_ends_only_its_batch(tokenizer, tmp_path):
     """The service run in this process around a model that fails on one token: that request gets an
     ``internal`` error, the service serves the next ones."""
-    from turnrl.engine.service import GenerationService
+    from turnrl.engine.generation.service import GenerationService
 
     poison = 42
 
@@ -343,7 +345,7 @@ async def test_a_failing_forward_ends_only_its_batch(tokenizer, tmp_path):
         results = await asyncio.gather(*(client.generate(_request(f"g{i}", 4, 3, seed=i, vocab=poison))
                                          for i in range(3)))
         assert [len(r.output_ids) for r in results] == [3, 3, 3]
-        assert (await client.stats()).errors_replied >= 1
+        assert (await client.service_stats()).errors_replied >= 1
         await client.shutdown()
         await asyncio.wait_for(serving, 10)
     finally:

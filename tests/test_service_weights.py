@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from turnrl.engine.weight_transfer import load_tensors_into, pack_tensors, unpack_tensors
+from turnrl.models.weights import load_tensors_into, pack_tensors, unpack_tensors
 from turnrl.protocol import TensorData, decode, encode
 
 

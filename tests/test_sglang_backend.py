@@ -16,8 +16,9 @@ from typing import Literal
 import msgspec
 import pytest
 
-from turnrl.engine.service_client import GenerationTimeout
-from turnrl.engine.sglang_backend import SGLangConfig, SGLangError, SGLangGenerator
+from turnrl.config.generation import SGLangConfig
+from turnrl.engine.generation.sglang import SGLangGenerator
+from turnrl.errors import GenerationTimeout, SGLangError
 from turnrl.protocol import GenerateRequest, SamplingParams
 
 

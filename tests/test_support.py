@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from turnrl.algorithms.kl import kl_estimate
-from turnrl.engine.checkpoint import latest_checkpoint, save_checkpoint
-from turnrl.engine.constraints import allowed_next, constrained_positions
-from turnrl.engine.metrics import MetricsWriter, read_metrics
-from turnrl.engine.sampler import TaskSampler, heldout_tasks
+from turnrl.engine.records.checkpoint import latest_checkpoint, save_checkpoint
+from turnrl.engine.records.metrics import MetricsWriter, read_metrics
+from turnrl.engine.rollout.sampler import TaskSampler, heldout_tasks
 from turnrl.kernels.logprob import logprob_entropy_chunked, logprob_entropy_reference
+from turnrl.models.constraints import allowed_next, constrained_positions
 
 
 def test_chunked_logprob_matches_float64_reference():

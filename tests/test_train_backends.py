@@ -5,11 +5,11 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from turnrl.config import EvalConfig, ModelConfig, RolloutConfig
-from turnrl.engine.backends import GeneratorConfig
-from turnrl.engine.episode import EpisodeConfig
-from turnrl.engine.metrics import read_metrics
-from turnrl.engine.trainer import Trainer
+from turnrl.config.episode import EpisodeConfig
+from turnrl.config.generation import GeneratorConfig
+from turnrl.config.train import EvalConfig, ModelConfig, RolloutConfig
+from turnrl.engine.records.metrics import read_metrics
+from turnrl.engine.training.loop import Trainer
 from turnrl.models.loading import save_policy
 from turnrl.recipes import demo_config
 

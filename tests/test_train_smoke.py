@@ -6,14 +6,13 @@ import json
 
 import msgspec
 
-from turnrl.config import EvalConfig, ModelConfig, RolloutConfig, TrainConfig
-from turnrl.engine.checkpoint import latest_checkpoint, load_trainer_state
-from turnrl.engine.episode import EpisodeConfig
-from turnrl.engine.metrics import read_metrics
-from turnrl.engine.trainer import Trainer
+from turnrl.config.episode import EpisodeConfig
+from turnrl.config.model import DefaultModelConfig, WarmupConfig
+from turnrl.config.train import EvalConfig, ModelConfig, RolloutConfig, TrainConfig
+from turnrl.engine.records.checkpoint import latest_checkpoint, load_trainer_state
+from turnrl.engine.records.metrics import read_metrics
+from turnrl.engine.training.loop import Trainer
 from turnrl.models import load_policy
-from turnrl.models.default import DefaultModelConfig
-from turnrl.models.warmup import WarmupConfig
 from turnrl.recipes import demo_config
 
 
@@ -64,19 +63,26 @@ def test_bad_configs_are_rejected():
     with pytest.raises(ValueError, match=r"eval\.tasks"):
         EvalConfig(tasks=0)
     with pytest.raises(ValueError, match="lr"):
-        from turnrl.engine.learner import LearnerConfig
+        from turnrl.config.algo import LearnerConfig
 
         LearnerConfig(lr=-1.0)
 
 
 def test_throughput_metrics_hand_computed():
-    from turnrl.engine.trainer import throughput_metrics
+    from turnrl.engine.generation.base import GeneratorStats
+    from turnrl.engine.records.step_row import generation_metrics, throughput_metrics
     from turnrl.protocol import Task, Trajectory, Turn
 
     turn = Turn(action_start=1, action_end=3, reward=0.0, valid=True, observation="", action_text="")
     traj = Trajectory(task=Task(env="babyai", item_id=0), token_ids=[5, 6, 7], loss_mask=[0, 1, 1],
                       logprobs=[0.0, -1.0, -1.0], versions=[-1, 0, 1], prompt_len=1, turns=[turn, turn])
-    row = throughput_metrics([traj], 2.0, None, learner_version=2)
+    row = throughput_metrics([traj], 2.0, learner_version=2)
     assert row["throughput/env_steps_per_s"] == 1.0 and row["throughput/tokens_per_s"] == 1.0
     assert row["staleness/mean"] == 1.5 and row["staleness/max"] == 2.0
-    assert "throughput/generator_busy_fraction" not in row
+    before = GeneratorStats(busy_seconds=1.0, prefix_lookups=4, prefix_hits=1, prefill_tokens=100, reused_tokens=0)
+    after = GeneratorStats(busy_seconds=2.5, prefix_lookups=10, prefix_hits=4, prefill_tokens=130, reused_tokens=60)
+    gen = generation_metrics(before, after, rollout_seconds=3.0, turns=6)
+    assert gen == {"throughput/generator_busy_fraction": 0.5, "generation/prefix_hit_rate": 0.5,
+                   "generation/prefill_tokens_per_turn": 5.0, "generation/reused_tokens_per_turn": 10.0,
+                   "generation/shared_prefill_tokens": 0}
+    assert generation_metrics(before, before, rollout_seconds=3.0, turns=6) == {}  # a generator that counts nothing

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from turnrl.engine.episode import EpisodeConfig
-from turnrl.engine.evaluate import evaluate
-from turnrl.engine.generation import LocalGenerator
-from turnrl.engine.metrics import MetricsWriter
-from turnrl.engine.rollout import EnvPool, run_episodes
-from turnrl.engine.sampler import TaskSampler, heldout_tasks
-from turnrl.engine.trainer import step_metrics
-from turnrl.engine.trajectory_log import log_trajectories, logged_steps, read_step, step_file
+from turnrl.config.episode import EpisodeConfig
+from turnrl.engine.eval.heldout import evaluate
+from turnrl.engine.generation.local import LocalGenerator
+from turnrl.engine.records.metrics import MetricsWriter
+from turnrl.engine.records.trajectory_log import log_trajectories, logged_steps, read_step, step_file
+from turnrl.engine.rollout.run import EnvPool, run_episodes
+from turnrl.engine.rollout.sampler import TaskSampler, heldout_tasks
+from turnrl.engine.records.step_row import batch_metrics
 from turnrl.envs.babyai import BabyAIEnv
 from turnrl.viewer import EPISODES_PER_PAGE, STEPS_PER_PAGE, write_view
 
@@ -42,7 +42,7 @@ async def _make_run(run: Path, model, tokenizer, chat, steps: int) -> dict[int, 
         trajectories = await run_episodes(sampler.tasks_for_step(step), pool, generator, chat, episode)
         if step == 2:
             trajectories[0].turns[0].observation += MARKUP  # page text must stay text
-        metrics.write({**step_metrics(step, trajectories), "turn_cap": episode.turn_cap})
+        metrics.write({**batch_metrics(step, trajectories), "turn_cap": episode.turn_cap})
         log_trajectories(run, step, trajectories, tokenizer)
         by_step[step] = trajectories
     metrics.close()
@@ -145,7 +145,7 @@ def test_long_run_is_paged(run, tmp_path, tokenizer, sync_playwright):
     steps = STEPS_PER_PAGE * 2 + 7
     with (run_dir / "metrics.jsonl").open("w") as f:
         for step in range(1, steps + 1):
-            f.write(json.dumps({**step_metrics(step, many), "turn_cap": 3}) + "\n")
+            f.write(json.dumps({**batch_metrics(step, many), "turn_cap": 3}) + "\n")
             log_trajectories(run_dir, step, many, tokenizer)
     html = write_view(run_dir, tmp_path / "long.html")
     with sync_playwright() as p:

@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     if name == "RolloutEngine":  # imported on first use: `import turnrl` stays light
-        from turnrl.embedding import RolloutEngine
+        from turnrl.rollout_engine import RolloutEngine
 
         return RolloutEngine
     raise AttributeError(f"module 'turnrl' has no attribute {name!r}")

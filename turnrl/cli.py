@@ -64,7 +64,7 @@ def _saved_config(out: str | None, steps: int | None):
 
     import msgspec
 
-    from turnrl.config_file import build
+    from turnrl.config.toml_file import build
 
     if out is None:
         raise ValueError("--resume needs --out (the run directory to continue)")
@@ -82,7 +82,7 @@ def _file_config(path: str, overrides: list[str], *, steps: int | None, seed: in
     """A TOML config with its overrides; --steps, a non-zero --seed and --out win over the file."""
     import msgspec
 
-    from turnrl.config_file import load
+    from turnrl.config.toml_file import load
 
     config = load(path, overrides)
     changes = {"steps": steps, "seed": seed or None, "out": out}
@@ -121,13 +121,13 @@ def train(
     import msgspec
 
     from turnrl.algorithms import get_advantage_estimator
-    from turnrl.config_file import load as config_file_load
-    from turnrl.engine.backends import GeneratorConfig
-    from turnrl.engine.curriculum import CurriculumConfig
-    from turnrl.engine.trainer import Trainer
+    from turnrl.cli_progress import RichReporter
+    from turnrl.config.curriculum import CurriculumConfig
+    from turnrl.config.generation import GeneratorConfig
+    from turnrl.config.toml_file import load as config_file_load
+    from turnrl.engine.training.loop import Trainer
     from turnrl.envs import get_env_spec
     from turnrl.models import check_model_dir
-    from turnrl.progress import RichReporter
     from turnrl.recipes import demo_config
 
     try:
@@ -199,8 +199,9 @@ def eval_(
     """Evaluate a model: k sampled episodes per task, Avg@k and Pass@k per task category and overall."""
     import json
 
-    from turnrl.engine.eval_at_k import EvalAtKConfig, evaluate_at_k, plan_eval
-    from turnrl.engine.pass_at_k import markdown_table
+    from turnrl.config.eval import EvalAtKConfig
+    from turnrl.engine.eval.at_k import evaluate_at_k, plan_eval
+    from turnrl.engine.eval.pass_at_k import markdown_table
     from turnrl.envs import get_env_spec
 
     try:

@@ -13,7 +13,8 @@ from typing import Literal
 
 import msgspec
 
-EndReason = Literal["done", "turn_cap", "length", "env_error", "gen_timeout", "gen_error", "aborted"]
+from turnrl.errors import EndReason
+
 FinishReason = Literal["stop", "length", "abort", "timeout"]
 
 MAX_FRAME_BYTES = 64 * 1024 * 1024
@@ -196,6 +197,11 @@ class ServiceStats(ServiceReply, tag="stats"):
     errors_replied: int
     busy_seconds: float
     max_running: int
+    prefill_tokens: int = 0
+    reused_tokens: int = 0
+    shared_prefill_tokens: int = 0
+    prefix_lookups: int = 0
+    prefix_hits: int = 0
 
 
 class ErrorReply(ServiceReply, tag="error"):

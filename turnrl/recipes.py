@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import msgspec
 
-from turnrl.config import AlgoConfig, EnvConfig, EvalConfig, ModelConfig, RolloutConfig, TrainConfig
-from turnrl.engine.curriculum import CurriculumConfig
-from turnrl.engine.episode import EpisodeConfig
-from turnrl.engine.learner import LearnerConfig
+from turnrl.config.algo import LearnerConfig
+from turnrl.config.curriculum import CurriculumConfig
+from turnrl.config.episode import EpisodeConfig
+from turnrl.config.train import AlgoConfig, EnvConfig, EvalConfig, ModelConfig, RolloutConfig, TrainConfig
 from turnrl.envs import get_env_spec
 
 # The BabyAI demo: GoToLocal on the embedded tiny model, sized to finish in about ten minutes on 2 CPU cores.

@@ -13,9 +13,9 @@ import html
 import json
 from pathlib import Path
 
-from turnrl.engine.checkpoint import latest_checkpoint, load_trainer_state
-from turnrl.engine.metrics import read_metrics
-from turnrl.engine.trajectory_log import logged_steps, read_step
+from turnrl.engine.records.checkpoint import latest_checkpoint, load_trainer_state
+from turnrl.engine.records.metrics import read_metrics
+from turnrl.engine.records.trajectory_log import logged_steps, read_step
 
 STEPS_PER_PAGE = 50
 EPISODES_PER_PAGE = 25

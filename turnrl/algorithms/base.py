@@ -11,29 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import msgspec
 import torch
 
 from turnrl.algorithms.grouping import group_indices
+from turnrl.config.algo import AdvantageParams
 from turnrl.protocol import Trajectory
-
-
-class AdvantageParams(msgspec.Struct, frozen=True, kw_only=True):
-    gamma: float = 1.0
-    lam: float = 1.0
-    eps: float = 1e-6
-    scale_by_std: bool = True  # GRPO; False gives Dr.GRPO
-    whiten: bool = True  # PPO: whiten GAE advantages over the batch's policy tokens
-    kl_reward_coef: float = 0.0  # REINFORCE++: KL to the reference folded into the reward
-    kl_reward_estimator: str = "k1"
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
-        if not 0.0 <= self.lam <= 1.0:
-            raise ValueError(f"lam must be in [0, 1], got {self.lam}")
-        if self.kl_reward_coef < 0:
-            raise ValueError(f"kl_reward_coef must be >= 0, got {self.kl_reward_coef}")
 
 
 @dataclass

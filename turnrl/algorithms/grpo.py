@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from turnrl.algorithms.base import AdvantageInputs, AdvantageOutput, AdvantageParams, broadcast
+from turnrl.algorithms.base import AdvantageInputs, AdvantageOutput, broadcast
 from turnrl.algorithms.registry import register_advantage
+from turnrl.config.algo import AdvantageParams
 
 
 def grpo_scalar_advantages(rewards: torch.Tensor, groups: list[list[int]], eps: float = 1e-6,

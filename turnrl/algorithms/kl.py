@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import torch
 
-KL_ESTIMATORS = ("k1", "k2", "k3")
+from turnrl.config.algo import KL_ESTIMATOR_NAMES
+
+KL_ESTIMATORS = KL_ESTIMATOR_NAMES
 
 
 def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3", clamp: float = 20.0) -> torch.Tensor:

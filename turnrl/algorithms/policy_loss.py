@@ -13,8 +13,9 @@ from __future__ import annotations
 import torch
 
 from turnrl.algorithms.registry import register_policy_loss
+from turnrl.config.algo import AGGREGATION_NAMES
 
-AGGREGATIONS = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean")
+AGGREGATIONS = AGGREGATION_NAMES
 
 
 def aggregate(values: torch.Tensor, mask: torch.Tensor, mode: str, denominator: float) -> torch.Tensor:

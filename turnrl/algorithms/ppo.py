@@ -8,8 +8,9 @@ tokens when ``whiten`` is set (the returns are not).
 
 from __future__ import annotations
 
-from turnrl.algorithms.base import AdvantageInputs, AdvantageOutput, AdvantageParams, whiten
+from turnrl.algorithms.base import AdvantageInputs, AdvantageOutput, whiten
 from turnrl.algorithms.registry import register_advantage
+from turnrl.config.algo import AdvantageParams
 from turnrl.kernels import gae
 
 

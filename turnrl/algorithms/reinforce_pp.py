@@ -9,9 +9,10 @@ group baseline).
 
 from __future__ import annotations
 
-from turnrl.algorithms.base import AdvantageInputs, AdvantageOutput, AdvantageParams, whiten
+from turnrl.algorithms.base import AdvantageInputs, AdvantageOutput, whiten
 from turnrl.algorithms.kl import kl_estimate
 from turnrl.algorithms.registry import register_advantage
+from turnrl.config.algo import AdvantageParams
 from turnrl.kernels import discounted_returns
 
 

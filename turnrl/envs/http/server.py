@@ -13,7 +13,7 @@ AgentGym's 40 levels.
 Invariant, unlike the originals: every error is an HTTP 4xx/5xx with a JSON body
 ``{"error": ...}`` (unknown id 404, malformed body 422, bad item id 400, step
 after done 409, too many live envs 429, env failure 500); live envs are capped
-and idle ones reaped (``EnvPool``); env work runs in worker threads; the server
+and idle ones reaped (``EnvTable``); env work runs in worker threads; the server
 binds to 127.0.0.1 unless told otherwise.
 """
 
@@ -29,8 +29,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
-from turnrl.envs.http.pool import EnvPool, PoolFull, Slot, UnknownEnv
+from turnrl.envs.http.env_table import EnvTable, Slot
 from turnrl.envs.registry import get_env_spec
+from turnrl.errors import EnvTableFull, UnknownEnv
 
 # Options the server gives each family's factory (AgentGym's item mapping for BabyAI).
 SERVER_ENV_OPTIONS: dict[str, dict[str, Any]] = {"babyai": {"level": "all"}}
@@ -91,7 +92,7 @@ def build_app(family: str, max_envs: int = 64, idle_timeout_s: float = 600.0,
     """The ASGI app serving ``family`` (raises ``ValueError`` for an unknown family or bad limits)."""
     spec = get_env_spec(family)
     options = {**SERVER_ENV_OPTIONS.get(family, {}), **(env_options or {})}
-    pool = EnvPool(functools.partial(spec.factory, **options), max_envs=max_envs, idle_timeout_s=idle_timeout_s)
+    pool = EnvTable(functools.partial(spec.factory, **options), max_envs=max_envs, idle_timeout_s=idle_timeout_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -113,8 +114,8 @@ def build_app(family: str, max_envs: int = 64, idle_timeout_s: float = 600.0,
     async def _unknown(_: Request, exc: UnknownEnv):
         return _error(404, f"no live env with id {exc.args[0]} (never created, closed, or reaped when idle)")
 
-    @app.exception_handler(PoolFull)
-    async def _full(_: Request, exc: PoolFull):
+    @app.exception_handler(EnvTableFull)
+    async def _full(_: Request, exc: EnvTableFull):
         return _error(429, str(exc))
 
     @app.exception_handler(ValueError)

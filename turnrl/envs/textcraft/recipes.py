@@ -54,7 +54,7 @@ class CraftRecipe:
 
 
 @dataclass(frozen=True)
-class Task:
+class CraftGoal:
     goal: str  # item id
     depth: int
     recipes: tuple[CraftRecipe, ...]  # the needed ones, then distractors, shuffled together
@@ -103,7 +103,7 @@ class RecipeBook:
         """Does a concrete ``item`` satisfy ``ingredient``?"""
         return item == ingredient.name or (ingredient.is_tag and self.tag_of.get(item) == ingredient.name)
 
-    def task(self, index: int) -> Task:
+    def task(self, index: int) -> CraftGoal:
         """The task of item ``index`` (``index`` in ``range(len(self.goals))``)."""
         goal, depth = self.goals[index]
         needed: dict[str, CraftRecipe] = {}
@@ -129,7 +129,7 @@ class RecipeBook:
         distractors = [candidates[t] for t in rng.sample(pool, min(len(pool), MAX_DISTRACTORS))]
         recipes = sorted(needed.values(), key=lambda r: r.text) + distractors
         rng.shuffle(recipes)
-        return Task(goal=goal, depth=depth, recipes=tuple(recipes), needed=frozenset(needed))
+        return CraftGoal(goal=goal, depth=depth, recipes=tuple(recipes), needed=frozenset(needed))
 
     def _depth(self, name: str, memo: dict[str, int]) -> int:
         if name not in memo:

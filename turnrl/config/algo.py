@@ -1,0 +1,94 @@
+"""The learner, the critic and the advantage estimator's parameters.
+
+Invariant: a leaf: imports nothing heavier than msgspec; a struct is validated when built (a bad value raises ``ValueError`` naming its key).
+"""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+
+# The names the algorithms room provides (a test checks each against its registry or table).
+ADVANTAGE_ESTIMATOR_NAMES = ("grpo", "ppo", "reinforce_pp", "rloo")
+KL_ESTIMATOR_NAMES = ("k1", "k2", "k3")
+AGGREGATION_NAMES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean")
+
+class AdvantageParams(msgspec.Struct, frozen=True, kw_only=True):
+    gamma: float = 1.0
+    lam: float = 1.0
+    eps: float = 1e-6
+    scale_by_std: bool = True  # GRPO; False gives Dr.GRPO
+    whiten: bool = True  # PPO: whiten GAE advantages over the batch's policy tokens
+    kl_reward_coef: float = 0.0  # REINFORCE++: KL to the reference folded into the reward
+    kl_reward_estimator: str = "k1"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
+        if not 0.0 <= self.lam <= 1.0:
+            raise ValueError(f"lam must be in [0, 1], got {self.lam}")
+        if self.kl_reward_coef < 0:
+            raise ValueError(f"kl_reward_coef must be >= 0, got {self.kl_reward_coef}")
+
+
+CRITIC_KINDS = ("separate", "head")
+
+
+class CriticConfig(msgspec.Struct, frozen=True, kw_only=True):
+    kind: str = "separate"  # "separate": own trunk copied from the policy; "head": value head on the policy trunk
+    lr: float = 1e-3
+    value_clip: float | None = 0.5
+    coef: float = 0.5  # weight of the value loss in a shared-trunk update
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in CRITIC_KINDS:
+            raise ValueError(f"critic.kind must be one of {', '.join(CRITIC_KINDS)}, got {self.kind!r}")
+        if not self.lr > 0:
+            raise ValueError(f"critic.lr must be > 0, got {self.lr}")
+        if self.value_clip is not None and self.value_clip <= 0:
+            raise ValueError(f"critic.value_clip must be > 0 or None, got {self.value_clip}")
+
+
+class LearnerConfig(msgspec.Struct, frozen=True, kw_only=True):
+    lr: float = 3e-4
+    lr_warmup_steps: int = 10  # optimizer steps of linear warm-up (Adam's first steps are large)
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = 1.0
+    minibatches: int = 2
+    epochs: int = 1
+    micro_batch_tokens: int = 16384
+    loss: str = "clipped"
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+    dual_clip: float | None = None
+    aggregation: str = "token-mean"
+    entropy_coef: float = 0.0
+    kl_coef: float = 0.0  # KL to the frozen initial policy, added to the loss
+    kl_estimator: str = "k3"
+    temperature: float = 1.0
+    filter_zero_variance_groups: bool = False  # drop groups whose rewards are all equal (no signal)
+
+    def __post_init__(self) -> None:
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if self.minibatches < 1 or self.epochs < 1:
+            raise ValueError("minibatches and epochs must be >= 1")
+        if self.clip_low < 0 or self.clip_high < 0:
+            raise ValueError(f"clip ranges must be >= 0, got low={self.clip_low}, high={self.clip_high}")
+        if self.dual_clip is not None and self.dual_clip <= 1:
+            raise ValueError(f"dual_clip must be > 1, got {self.dual_clip}")
+        if self.lr_warmup_steps < 0:
+            raise ValueError(f"lr_warmup_steps must be >= 0, got {self.lr_warmup_steps}")
+        if self.micro_batch_tokens < 1:
+            raise ValueError("micro_batch_tokens must be >= 1")
+        if self.kl_coef < 0:
+            raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
+        if self.kl_estimator not in KL_ESTIMATOR_NAMES:
+            raise ValueError(f"unknown kl_estimator {self.kl_estimator!r}; choose from: {', '.join(KL_ESTIMATOR_NAMES)}")
+        if self.aggregation not in AGGREGATION_NAMES:
+            raise ValueError(f"unknown aggregation {self.aggregation!r}; choose from: {', '.join(AGGREGATION_NAMES)}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")

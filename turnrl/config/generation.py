@@ -1,0 +1,72 @@
+"""Where generations come from: in process, a GenerationService process, SGLang servers.
+
+Invariant: a leaf: imports nothing heavier than msgspec; a struct is validated when built (a bad value raises ``ValueError`` naming its key).
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from turnrl.protocol import MAX_FRAME_BYTES, InFlightPolicy
+
+GENERATOR_KINDS = ("local", "service", "sglang")
+
+
+class GeneratorConfig(msgspec.Struct, frozen=True, kw_only=True):
+    kind: str = "local"  # local: in process (shares the learner's model); service: a GenerationService process;
+    # sglang: running SGLang servers (weights handed over through a directory they can read)
+    address: str | None = None  # service: ipc:// or tcp:// endpoint (default: a socket in the run directory)
+    max_running: int = 64  # service: sequences decoded together
+    urls: tuple[str, ...] = ()  # sglang: the servers' base URLs
+    request_timeout_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in GENERATOR_KINDS:
+            raise ValueError(f"rollout.generator.kind must be one of {', '.join(GENERATOR_KINDS)}, got {self.kind!r}")
+        if self.kind == "sglang" and not self.urls:
+            raise ValueError("rollout.generator.urls must name at least one SGLang server for kind 'sglang'")
+        if self.max_running < 1:
+            raise ValueError(f"rollout.generator.max_running must be >= 1, got {self.max_running}")
+        if self.request_timeout_s is not None and self.request_timeout_s <= 0:
+            raise ValueError(f"rollout.generator.request_timeout_s must be > 0, got {self.request_timeout_s}")
+
+
+class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
+    model_path: str
+    address: str = "ipc:///tmp/turnrl-generation.sock"
+    max_running: int = 64
+    max_frame_bytes: int = MAX_FRAME_BYTES
+    default_timeout_s: float | None = None
+    in_flight: InFlightPolicy = "continue"
+    device: str = "cpu"
+    seed: int = 0
+    torch_threads: int | None = None
+    kv_cache_tokens: int = 2_000_000  # per-session prefix reuse across turns (0: off)
+
+    def __post_init__(self) -> None:
+        if self.kv_cache_tokens < 0:
+            raise ValueError(f"kv_cache_tokens must be >= 0, got {self.kv_cache_tokens}")
+        if self.max_running < 1:
+            raise ValueError(f"max_running must be >= 1, got {self.max_running}")
+        if self.max_frame_bytes < 1024:
+            raise ValueError(f"max_frame_bytes must be >= 1024, got {self.max_frame_bytes}")
+        if self.default_timeout_s is not None and self.default_timeout_s <= 0:
+            raise ValueError(f"default_timeout_s must be > 0, got {self.default_timeout_s}")
+        if not self.address.startswith(("ipc://", "tcp://", "inproc://")):
+            raise ValueError(f"address must be ipc://, tcp:// or inproc://, got {self.address!r}")
+
+
+class SGLangConfig(msgspec.Struct, frozen=True, kw_only=True):
+    urls: list[str]
+    request_timeout_s: float | None = None
+    connect_timeout_s: float = 10.0
+    max_connections: int = 1024
+
+    def __post_init__(self) -> None:
+        if not self.urls:
+            raise ValueError("urls must name at least one SGLang server")
+        for url in self.urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"urls: {url!r} is not an http(s) URL")
+        if self.request_timeout_s is not None and self.request_timeout_s <= 0:
+            raise ValueError(f"request_timeout_s must be > 0, got {self.request_timeout_s}")

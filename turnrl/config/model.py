@@ -1,0 +1,29 @@
+"""The embedded default model and its format warm-up.
+
+Invariant: a leaf: imports nothing heavier than msgspec; a struct is validated when built (a bad value raises ``ValueError`` naming its key).
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class WarmupConfig(msgspec.Struct, frozen=True, kw_only=True):
+    episodes: int = 1600
+    turn_cap: int = 3
+    epochs: int = 1
+    lr: float = 3e-3
+    batch_episodes: int = 16
+    micro_batch_tokens: int = 16384
+    observation_loss: bool = True  # also model the observation text (language modelling of transcripts)
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1 or self.turn_cap < 1 or self.epochs < 1 or self.batch_episodes < 1:
+            raise ValueError("warm-up episodes, turn_cap, epochs and batch_episodes must be >= 1")
+
+
+class DefaultModelConfig(msgspec.Struct, frozen=True, kw_only=True):
+    preset: str = "tiny"
+    vocab_size: int = 2048
+    max_positions: int = 4096
+    warmup: WarmupConfig = WarmupConfig()

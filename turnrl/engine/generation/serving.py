@@ -1,0 +1,48 @@
+"""The generator a training run asks for: in process, a GenerationService process it starts, or SGLang servers.
+
+Invariant: the returned generator starts at ``weight_version`` (a resumed run continues its count) and serves the
+learner's current weights; ``close()`` on it also stops a service process started here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from turnrl.config.generation import GeneratorConfig, ServiceConfig, SGLangConfig
+from turnrl.engine.generation.base import Generator
+from turnrl.engine.generation.local import LocalGenerator
+from turnrl.models.loading import save_policy
+
+
+async def open_generator(config: GeneratorConfig, model, tokenizer, run_dir: Path, *, seed: int, max_batch: int,
+                         kv_cache_tokens: int, weight_version: int = 0) -> Generator:
+    staging = staging_dir(run_dir)
+    if config.kind == "local":
+        return LocalGenerator(model, tokenizer.pad_token_id, max_batch=max_batch, seed=seed,
+                              kv_cache_tokens=kv_cache_tokens, weight_version=weight_version)
+    if config.kind == "service":
+        from turnrl.engine.generation.service_client import ServiceGenerator, ServiceProcess
+
+        await asyncio.to_thread(save_policy, model, tokenizer, staging)
+        address = config.address or f"ipc://{(Path(run_dir) / 'generation.sock').resolve()}"
+        process = ServiceProcess(ServiceConfig(model_path=str(staging), address=address, seed=seed,
+                                               max_running=config.max_running, kv_cache_tokens=kv_cache_tokens))
+        await asyncio.to_thread(process.start)
+        generator = ServiceGenerator(address, request_timeout_s=config.request_timeout_s, owned_process=process)
+        if weight_version:  # a resumed run: the service starts at 0
+            await generator.update_weights(path=str(staging), version=weight_version)
+        return generator
+    from turnrl.engine.generation.sglang import SGLangGenerator
+
+    generator = SGLangGenerator(SGLangConfig(urls=list(config.urls), request_timeout_s=config.request_timeout_s),
+                                initial_version=weight_version)
+    if weight_version:  # a resumed run: the servers hold the weights they were launched with
+        await asyncio.to_thread(save_policy, model, tokenizer, staging)
+        await generator.update_weights(str(staging.resolve()), version=weight_version + 1)
+    return generator
+
+
+def staging_dir(run_dir: Path) -> Path:
+    """Where a run writes weights for generators that load them from disk."""
+    return Path(run_dir) / "serving_weights"

@@ -1,0 +1,127 @@
+"""Trajectories -> padded tensors, and the policy's log-probs on exactly the policy tokens.
+
+Invariant: position ``t`` of every [B, T] tensor refers to token ``t`` of the
+trajectory (right padding); ``loss_mask[b, t] == 1`` only where the policy sampled
+token ``t``; the log-prob of token ``t`` is computed from the hidden state at
+``t - 1``, and the LM head runs only on those positions. A token sampled under a
+constraint (``Turn.allowed``) gets the log-prob of the distribution renormalised
+over the tokens that were allowed there, exactly as it was sampled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+
+from turnrl.models.constraints import constrained_positions
+from turnrl.models.forward import token_logprobs
+from turnrl.protocol import Trajectory
+
+
+@dataclass
+class TokenBatch:
+    input_ids: torch.Tensor  # [B, T] long
+    attention_mask: torch.Tensor  # [B, T] long
+    loss_mask: torch.Tensor  # [B, T] bool
+    old_logprobs: torch.Tensor  # [B, T] float32
+    advantages: torch.Tensor  # [B, T] float32
+    constraint_index: torch.Tensor | None = None  # [M, 2] (row, position) of constrained tokens
+    constraint_allowed: torch.Tensor | None = None  # [M, K] allowed token ids, -1 padded
+    returns: torch.Tensor | None = None  # [B, T] value targets (critic)
+    old_values: torch.Tensor | None = None  # [B, T] critic values at rollout time
+    ref_logprobs: torch.Tensor | None = None  # [B, T] frozen reference policy
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.loss_mask.sum())
+
+    def select(self, rows: list[int]) -> TokenBatch:
+        """The given rows, trimmed to their longest sequence (constraints re-indexed)."""
+        index = torch.tensor(rows, dtype=torch.long)
+        width = max(int(self.attention_mask[index].sum(-1).max()), 1)
+        picked = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if field.name.startswith("constraint_") or value is None:
+                continue
+            picked[field.name] = value[index, :width]
+        constraint_index = constraint_allowed = None
+        if self.constraint_index is not None:
+            remap = {row: i for i, row in enumerate(rows)}
+            keep = [i for i, r in enumerate(self.constraint_index[:, 0].tolist()) if r in remap]
+            if keep:
+                kept = self.constraint_index[keep]
+                new_rows = torch.tensor([remap[int(r)] for r in kept[:, 0]], dtype=torch.long)
+                constraint_index = torch.stack([new_rows, kept[:, 1]], dim=1)
+                constraint_allowed = self.constraint_allowed[keep]
+        return replace(self, **picked, constraint_index=constraint_index, constraint_allowed=constraint_allowed)
+
+
+def pack(trajectories: list[Trajectory], advantages: list[torch.Tensor] | None, pad_token_id: int) -> TokenBatch:
+    if not trajectories:
+        raise ValueError("cannot pack an empty list of trajectories")
+    width = max(len(t.token_ids) for t in trajectories)
+    batch = len(trajectories)
+    input_ids = torch.full((batch, width), pad_token_id, dtype=torch.long)
+    attention = torch.zeros((batch, width), dtype=torch.long)
+    loss_mask = torch.zeros((batch, width), dtype=torch.bool)
+    old = torch.zeros((batch, width), dtype=torch.float32)
+    adv = torch.zeros((batch, width), dtype=torch.float32)
+    for row, traj in enumerate(trajectories):
+        n = len(traj.token_ids)
+        if not (len(traj.loss_mask) == len(traj.logprobs) == n):
+            raise ValueError(f"trajectory {row}: token_ids, loss_mask and logprobs differ in length")
+        input_ids[row, :n] = torch.tensor(traj.token_ids, dtype=torch.long)
+        attention[row, :n] = 1
+        loss_mask[row, :n] = torch.tensor(traj.loss_mask, dtype=torch.bool)
+        old[row, :n] = torch.tensor(traj.logprobs, dtype=torch.float32)
+        if advantages is not None:
+            if advantages[row].shape[0] != n:
+                raise ValueError(f"trajectory {row}: advantages have {advantages[row].shape[0]} entries, expected {n}")
+            adv[row, :n] = advantages[row]
+    loss_mask[:, 0] = False  # the first token has no context to predict it from
+    index, allowed = _constraints(trajectories)
+    return TokenBatch(input_ids, attention, loss_mask, old, adv, index, allowed)
+
+
+def _constraints(trajectories: list[Trajectory]):
+    where: list[tuple[int, int]] = []
+    sets: list[list[int]] = []
+    for row, traj in enumerate(trajectories):
+        for turn in traj.turns:
+            if turn.allowed is None:
+                continue
+            output = traj.token_ids[turn.action_start:turn.action_end]
+            for offset, allowed in enumerate(constrained_positions(turn.allowed, output)):
+                where.append((row, turn.action_start + offset))
+                sets.append(allowed)
+    if not where:
+        return None, None
+    width = max(len(a) for a in sets)
+    allowed = torch.full((len(sets), width), -1, dtype=torch.long)
+    for i, a in enumerate(sets):
+        allowed[i, : len(a)] = torch.tensor(a, dtype=torch.long)
+    return torch.tensor(where, dtype=torch.long), allowed
+
+
+def policy_logprobs(model, batch: TokenBatch, temperature: float = 1.0,
+                    chunk_rows: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs and entropies [B, T] at the batch's policy tokens (0 elsewhere); see ``models.forward``."""
+    return token_logprobs(model, batch.input_ids, batch.attention_mask, batch.loss_mask, temperature, chunk_rows,
+                          batch.constraint_index, batch.constraint_allowed)
+
+
+def micro_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """Indices grouped so that ``len(group) * max length in group <= max_tokens`` (one at least)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        if current and (len(current) + 1) * lengths[i] > max_tokens:
+            groups.append(current)
+            current = []
+        current.append(i)
+    if current:
+        groups.append(current)
+    return groups

@@ -1,0 +1,216 @@
+"""The learner: turns a batch of trajectories into optimizer steps of the policy (and critic).
+
+Invariants:
+- only policy tokens carry loss; the "old" log-probs are the ones sampled at
+  generation time (token in, token out), so the importance ratio also corrects
+  for any staleness of the generator;
+- advantages are computed once per batch, before any update, from the rewards,
+  the critic's values and the reference's log-probs as the estimator needs them;
+- each batch is split into ``minibatches`` optimizer steps (times ``epochs``), each
+  accumulated over micro-batches whose losses add up to exactly the mini-batch
+  loss.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+
+import torch
+
+from turnrl.algorithms.base import AdvantageInputs, advantage_inputs
+from turnrl.algorithms.kl import kl_estimate
+from turnrl.algorithms.policy_loss import aggregate
+from turnrl.algorithms.registry import get_advantage_estimator, get_policy_loss
+from turnrl.algorithms.value_loss import clipped_value_loss
+from turnrl.config.algo import AdvantageParams, CriticConfig, LearnerConfig
+from turnrl.engine.training.batch import TokenBatch, micro_batches, pack, policy_logprobs
+from turnrl.models.value_head import Critic
+from turnrl.protocol import Trajectory
+
+
+def _warmup_schedule(optimizer, steps: int):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / steps) if steps else 1.0)
+
+
+def _zero_variance_rows(inputs: AdvantageInputs) -> set[int]:
+    drop = set()
+    for members in inputs.groups:
+        scores = inputs.scores[members]
+        if len(members) > 1 and bool((scores == scores[0]).all()):
+            drop.update(members)
+    return drop
+
+
+class Learner:
+    def __init__(self, model, config: LearnerConfig, pad_token_id: int, seed: int = 0, *,
+                 estimator: str = "grpo", advantage: AdvantageParams | None = None,
+                 critic: CriticConfig | None = None, per_turn_rewards: bool = False):
+        self.model = model
+        self.config = config
+        self.pad_token_id = pad_token_id
+        self.per_turn_rewards = per_turn_rewards
+        self.estimator = get_advantage_estimator(estimator)
+        self.advantage = advantage or AdvantageParams()
+        self.loss_fn = get_policy_loss(config.loss)
+        self.critic = Critic(model, critic or CriticConfig()) if self.estimator.needs_values else None
+        params = [{"params": list(model.parameters()), "lr": config.lr}]
+        if self.critic is not None and self.critic.shared:
+            params.append({"params": list(self.critic.head.parameters()), "lr": self.critic.config.lr})
+        self.optimizer = torch.optim.AdamW(params, betas=config.betas, weight_decay=config.weight_decay)
+        self.scheduler = _warmup_schedule(self.optimizer, config.lr_warmup_steps)
+        self.critic_optimizer = None
+        if self.critic is not None and not self.critic.shared:
+            self.critic_optimizer = torch.optim.AdamW(self.critic.own_parameters(), lr=self.critic.config.lr,
+                                                      betas=config.betas)
+        needs_reference = config.kl_coef > 0 or (self.estimator.needs_reference and self.advantage.kl_reward_coef > 0)
+        self.reference = None
+        if needs_reference:
+            self.reference = copy.deepcopy(model).eval()
+            for param in self.reference.parameters():
+                param.requires_grad_(False)
+        self.rng = random.Random(seed)
+        self.updates = 0
+
+    # ---- state --------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "rng": self.rng.getstate(), "updates": self.updates}
+        if self.critic is not None:
+            state["critic"] = self.critic.state_dict()
+        if self.critic_optimizer is not None:
+            state["critic_optimizer"] = self.critic_optimizer.state_dict()
+        if self.reference is not None:
+            state["reference"] = self.reference.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.rng.setstate(state["rng"])
+        self.updates = state["updates"]
+        if self.critic is not None:
+            self.critic.load_state_dict(state["critic"])
+        if self.critic_optimizer is not None:
+            self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        if self.reference is not None:
+            self.reference.load_state_dict(state["reference"])
+
+    # ---- one batch ----------------------------------------------------------------------
+    @torch.no_grad()
+    def _per_row(self, fn, batch: TokenBatch) -> torch.Tensor:
+        """Apply ``fn(sub_batch) -> [b, t]`` over micro-batches; reassemble [B, T]."""
+        out = torch.zeros(batch.loss_mask.shape, dtype=torch.float32)
+        lengths = batch.attention_mask.sum(-1).tolist()
+        for rows in micro_batches(lengths, self.config.micro_batch_tokens):
+            sub = batch.select(rows)
+            out[rows, : sub.input_ids.shape[1]] = fn(sub).float()
+        return out
+
+    def prepare(self, trajectories: list[Trajectory]) -> tuple[TokenBatch, dict[str, float]]:
+        """Pack the batch and attach advantages (and returns, old values, reference log-probs)."""
+        batch = pack(trajectories, None, self.pad_token_id)
+        inputs = advantage_inputs(trajectories, batch.loss_mask, batch.old_logprobs, self.per_turn_rewards)
+        if self.reference is not None:
+            batch.ref_logprobs = self._per_row(
+                lambda sub: policy_logprobs(self.reference, sub, self.config.temperature)[0], batch)
+            inputs.ref_logprobs = batch.ref_logprobs
+        if self.critic is not None:
+            self.critic.eval()
+            batch.old_values = self._per_row(lambda sub: self.critic.values(sub.input_ids, sub.attention_mask), batch)
+            batch.old_values = batch.old_values * batch.loss_mask
+            inputs.values = batch.old_values
+        out = self.estimator.fn(inputs, self.advantage)
+        batch.advantages = out.advantages * batch.loss_mask
+        batch.returns = out.returns
+        stats = {"adv_mean": _masked_mean(batch.advantages, batch.loss_mask),
+                 "adv_abs_mean": _masked_mean(batch.advantages.abs(), batch.loss_mask)}
+        if self.config.filter_zero_variance_groups:
+            dropped = _zero_variance_rows(inputs)
+            batch.loss_mask[list(dropped)] = False
+            stats["filtered_trajectories"] = float(len(dropped))
+        return batch, stats
+
+    def update(self, trajectories: list[Trajectory]) -> dict[str, float]:
+        usable = [t for t in trajectories if t.num_policy_tokens > 0]
+        if not usable:
+            return {"loss": 0.0, "grad_norm": 0.0, "optimizer_steps": 0}
+        batch, stats = self.prepare(usable)
+        rows = [i for i in range(len(usable)) if bool(batch.loss_mask[i].any())]
+        if not rows:
+            return {**stats, "loss": 0.0, "grad_norm": 0.0, "optimizer_steps": 0}
+        cfg = self.config
+        self.model.train()
+        collected: dict[str, list[float]] = {}
+        for _ in range(cfg.epochs):
+            order = rows[:]
+            self.rng.shuffle(order)
+            n_mb = min(cfg.minibatches, len(order))
+            for mb in range(n_mb):
+                for key, value in self._step(batch.select(order[mb::n_mb])).items():
+                    collected.setdefault(key, []).append(value)
+        self.model.eval()
+        self.updates += 1
+        out = {**stats, **{k: sum(v) / len(v) for k, v in collected.items()}}
+        out["optimizer_steps"] = len(collected.get("loss", []))
+        return out
+
+    def _step(self, minibatch: TokenBatch) -> dict[str, float]:
+        cfg = self.config
+        total_tokens = minibatch.num_tokens
+        denominator = total_tokens if cfg.aggregation == "token-mean" else minibatch.input_ids.shape[0]
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.critic_optimizer is not None:
+            self.critic_optimizer.zero_grad(set_to_none=True)
+        if self.critic is not None:
+            self.critic.train()
+        sums = {"loss": 0.0, "entropy": 0.0, "clip_frac": 0.0, "approx_kl": 0.0, "ref_kl": 0.0}
+        lengths = minibatch.attention_mask.sum(-1).tolist()
+        for rows in micro_batches(lengths, cfg.micro_batch_tokens):
+            batch = minibatch.select(rows)
+            share = batch.num_tokens / max(total_tokens, 1)
+            logp, entropy = policy_logprobs(self.model, batch, cfg.temperature)
+            loss, stats = self.loss_fn(
+                logp, batch.old_logprobs, batch.advantages, batch.loss_mask,
+                clip_low=cfg.clip_low, clip_high=cfg.clip_high, dual_clip=cfg.dual_clip,
+                aggregation=cfg.aggregation, denominator=denominator,
+            )
+            mask = batch.loss_mask.float()
+            if self.reference is not None and cfg.kl_coef > 0:
+                kl = kl_estimate(logp, batch.ref_logprobs, cfg.kl_estimator) * mask
+                loss = loss + cfg.kl_coef * aggregate(kl, batch.loss_mask, cfg.aggregation, denominator)
+                sums["ref_kl"] += float(kl.detach().sum()) / max(total_tokens, 1)
+            if cfg.entropy_coef:
+                loss = loss - cfg.entropy_coef * (entropy * mask).sum() / max(total_tokens, 1)
+            if self.critic is not None:
+                value_loss, vstats = clipped_value_loss(
+                    self.critic.values(batch.input_ids, batch.attention_mask), batch.old_values, batch.returns, batch.loss_mask,
+                    self.critic.config.value_clip, total_tokens,
+                )
+                loss = loss + (self.critic.config.coef if self.critic.shared else 1.0) * value_loss
+                sums["value_loss"] = sums.get("value_loss", 0.0) + float(value_loss.detach())
+                sums["value_clip_frac"] = sums.get("value_clip_frac", 0.0) + vstats["value_clip_frac"] * share
+            loss.backward()
+            sums["loss"] += float(loss.detach())
+            sums["entropy"] += float((entropy.detach() * mask).sum()) / max(total_tokens, 1)
+            sums["clip_frac"] += stats["clip_frac"] * share
+            sums["approx_kl"] += stats["approx_kl"] * share
+        trained = [p for group in self.optimizer.param_groups for p in group["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
+        if torch.isfinite(grad_norm):
+            self.optimizer.step()
+            self.scheduler.step()
+        if self.critic_optimizer is not None:
+            critic_norm = torch.nn.utils.clip_grad_norm_(self.critic.own_parameters(), self.critic.config.grad_clip)
+            if torch.isfinite(critic_norm):
+                self.critic_optimizer.step()
+            sums["critic_grad_norm"] = float(critic_norm)
+        if self.critic is not None:
+            self.critic.eval()
+        sums["grad_norm"] = float(grad_norm)
+        return sums
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
+    m = mask.float()
+    return float((x * m).sum() / m.sum().clamp(min=1))

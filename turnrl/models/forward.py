@@ -1,0 +1,69 @@
+"""The policy's forward pass for training: hidden states, and log-probs/entropies on chosen tokens only.
+
+Invariant: the log-prob of token ``t`` is computed from the hidden state at ``t - 1`` and the LM head runs only
+on the positions asked for (the fused kernel, never full-vocabulary logits for every position); a token sampled
+under a constraint gets the log-prob of the distribution renormalised over the tokens allowed there, exactly as
+the sampler drew it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from turnrl.kernels import linear_logprob_entropy
+
+
+def hidden_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    if decoder is not None:
+        return decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+    return out.hidden_states[-1]
+
+
+def token_logprobs(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    loss_mask: torch.Tensor,
+    temperature: float = 1.0,
+    chunk_rows: int = 2048,
+    constraint_index: torch.Tensor | None = None,
+    constraint_allowed: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs and entropies [B, T] at the tokens ``loss_mask`` marks (0 elsewhere).
+
+    ``constraint_index`` [M, 2] (row, position) and ``constraint_allowed`` [M, K] (-1 padded) name tokens that
+    were sampled from a distribution restricted to the allowed ids; theirs are recomputed the same way."""
+    hidden = hidden_states(model, input_ids, attention_mask)
+    predict_from = loss_mask[:, 1:]  # hidden at t-1 predicts token t
+    rows = hidden[:, :-1][predict_from]
+    targets = input_ids[:, 1:][predict_from]
+    weight = model.get_output_embeddings().weight
+    logp, entropy = linear_logprob_entropy(rows, weight, targets, temperature, chunk_rows=chunk_rows)
+    logp_full = torch.zeros(loss_mask.shape, dtype=torch.float32, device=logp.device)
+    ent_full = torch.zeros_like(logp_full)
+    full_mask = torch.zeros_like(loss_mask)
+    full_mask[:, 1:] = predict_from
+    logp_full = logp_full.masked_scatter(full_mask, logp)
+    ent_full = ent_full.masked_scatter(full_mask, entropy)
+    if constraint_index is not None:
+        rows, cols = constraint_index[:, 0], constraint_index[:, 1]
+        lp_c, ent_c = restricted_logprob_entropy(hidden[rows, cols - 1], weight, input_ids[rows, cols],
+                                                 constraint_allowed, temperature)
+        logp_full = logp_full.index_put((rows, cols), lp_c)
+        ent_full = ent_full.index_put((rows, cols), ent_c)
+    return logp_full, ent_full
+
+
+def restricted_logprob_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                               allowed: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-prob of ``targets`` and entropy under softmax restricted to ``allowed`` ids (-1 = padding)."""
+    logits = (hidden.float() @ weight.float().t()) / temperature
+    valid = allowed >= 0
+    picked = logits.gather(1, allowed.clamp(min=0)).masked_fill(~valid, float("-inf"))
+    logz = torch.logsumexp(picked, dim=-1)
+    probs = torch.softmax(picked, dim=-1)
+    entropy = logz - (probs * picked.masked_fill(~valid, 0.0)).sum(-1)
+    target = logits.gather(1, targets[:, None]).squeeze(1)
+    return target - logz, entropy

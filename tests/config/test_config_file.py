@@ -17,7 +17,7 @@ from turnrl.engine.rollout.curriculum import TurnCapSchedule
 from turnrl.envs import get_env_spec
 from turnrl.recipes import demo_config
 
-EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.toml"))
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.toml"))
 
 
 @pytest.mark.parametrize("config", [
@@ -54,7 +54,7 @@ def test_examples_load_and_run_their_schedule(example):
 
 
 def test_cpu_example_is_the_demo():
-    config = load(Path(__file__).parent.parent / "examples" / "babyai_cpu.toml")
+    config = load(Path(__file__).resolve().parents[2] / "examples" / "babyai_cpu.toml")
     assert msgspec.structs.replace(config, checkpoint_every=0) == demo_config("babyai")
 
 
@@ -113,7 +113,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     ],
 )
 def test_cli_bad_configs(args, needle):
-    example = str(Path(__file__).parent.parent / "examples" / "babyai_cpu.toml")
+    example = str(Path(__file__).resolve().parents[2] / "examples" / "babyai_cpu.toml")
     result = _cli("train", *[example if a == "CPU_EXAMPLE" else a for a in args])
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1, result.stderr

@@ -48,7 +48,7 @@ async def train(model_dir: str, steps: int, lr: float, constrained: bool) -> lis
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             model.eval()
-            engine.weights_updated()  # the engine generates with this same model object
+            await engine.weights_updated()  # the engine generates with this same model object
             rewards.append(float(batch.rewards.mean()))
             print(f"step {batch.step}: {len(batch.trajectories)} episodes, mean reward {rewards[-1]:.3f}, "
                   f"loss {float(loss):.4f}", flush=True)

@@ -72,10 +72,7 @@ def climbing_imports(files: list[Path]) -> list[str]:
     for path in files:
         source_room = room_of(module_name(path))
         for line, target in imported_modules(path):
-            if target == "turnrl":
-                target_room = "turnrl"
-            else:
-                target_room = room_of(target)
+            target_room = "turnrl" if target == "turnrl" else room_of(target)
             if target_room == source_room:
                 continue
             if rank_of(target_room) >= rank_of(source_room):

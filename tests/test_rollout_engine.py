@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -18,14 +17,11 @@ from turnrl.models.loading import save_policy
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "embed_training_loop.py"
 
 
-def test_batches_line_up_with_trajectories(tiny_model, tokenizer):
-    async def collect():
-        episode = EpisodeConfig(turn_cap=2, max_new_tokens=6, constrain_to_valid_actions=True)
-        async with RolloutEngine(model=tiny_model, tokenizer=tokenizer, env="babyai", episode=episode,
-                                 prompts_per_step=2, group_size=3) as engine:
-            return [batch async for batch in engine.batches(2)]
-
-    batches = asyncio.run(collect())
+async def test_batches_line_up_with_trajectories(tiny_model, tokenizer):
+    episode = EpisodeConfig(turn_cap=2, max_new_tokens=6, constrain_to_valid_actions=True)
+    async with RolloutEngine(model=tiny_model, tokenizer=tokenizer, env="babyai", episode=episode,
+                             prompts_per_step=2, group_size=3) as engine:
+        batches = [batch async for batch in engine.batches(2)]
     assert [b.step for b in batches] == [1, 2]
     for batch in batches:
         assert len(batch.trajectories) == 6 and batch.input_ids.shape[0] == 6

@@ -1,7 +1,8 @@
 """Typed messages: the only things that cross a process boundary.
 
 Invariant: every message is a ``msgspec.Struct`` encoded as msgpack and decoded
-strictly (unknown or missing fields, wrong types, oversize frames are errors).
+strictly (unknown or missing fields, wrong types, oversize frames are errors: every struct forbids unknown
+fields).
 Nothing is ever pickled. A trajectory is token-in/token-out: ``token_ids`` are
 exactly the ids the generator sampled (``loss_mask == 1``) interleaved with the
 tokenised observations and template tokens (``loss_mask == 0``).
@@ -20,7 +21,7 @@ FinishReason = Literal["stop", "length", "abort", "timeout"]
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 
 
-class Task(msgspec.Struct, frozen=True, kw_only=True):
+class Task(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """One environment item. ``group`` ties the n rollouts of one prompt together (GRPO)."""
 
     env: str
@@ -29,14 +30,14 @@ class Task(msgspec.Struct, frozen=True, kw_only=True):
     group: int = 0
 
 
-class SamplingParams(msgspec.Struct, frozen=True, kw_only=True):
+class SamplingParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 32
     stop_token_ids: tuple[int, ...] = ()
 
 
-class GenerateRequest(msgspec.Struct, frozen=True, kw_only=True):
+class GenerateRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """``session_id`` names the episode: its earlier turns' KV cache may be reused.
 
     ``allowed`` (optional) constrains the output to be exactly one of these token
@@ -51,7 +52,7 @@ class GenerateRequest(msgspec.Struct, frozen=True, kw_only=True):
     allowed: list[list[int]] | None = None
 
 
-class GenerateResult(msgspec.Struct, kw_only=True):
+class GenerateResult(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     request_id: str
     output_ids: list[int]
     logprobs: list[float]
@@ -60,14 +61,14 @@ class GenerateResult(msgspec.Struct, kw_only=True):
     error: str | None = None
 
 
-class EnvResult(msgspec.Struct, kw_only=True):
+class EnvResult(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     observation: str
     reward: float = 0.0
     done: bool = False
     info: dict[str, float | int | str | bool] = {}
 
 
-class Turn(msgspec.Struct, kw_only=True):
+class Turn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """One policy turn: the span of its tokens and what the environment answered.
 
     ``allowed`` holds the completions the turn was constrained to (None: free text).
@@ -82,7 +83,7 @@ class Turn(msgspec.Struct, kw_only=True):
     allowed: list[list[int]] | None = None
 
 
-class Trajectory(msgspec.Struct, kw_only=True):
+class Trajectory(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     task: Task
     token_ids: list[int]
     loss_mask: list[int]
@@ -113,7 +114,7 @@ InFlightPolicy = Literal["continue", "abort"]
 ErrorCode = Literal["malformed", "too_large", "bad_request", "duplicate", "internal"]
 
 
-class ServiceCall(msgspec.Struct, frozen=True, kw_only=True, tag_field="op"):
+class ServiceCall(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, tag_field="op"):
     request_id: str
 
 
@@ -141,7 +142,7 @@ class ResumeCall(ServiceCall, tag="resume"):
     pass
 
 
-class TensorData(msgspec.Struct, frozen=True, kw_only=True):
+class TensorData(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """A tensor as raw little-endian bytes (never pickled)."""
 
     dtype: str
@@ -170,7 +171,7 @@ class ShutdownCall(ServiceCall, tag="shutdown"):
 ServiceCallKind = GenerateCall | AbortCall | PauseCall | ResumeCall | UpdateWeightsCall | StatsCall | ShutdownCall
 
 
-class ServiceReply(msgspec.Struct, frozen=True, kw_only=True, tag_field="op"):
+class ServiceReply(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, tag_field="op"):
     request_id: str | None
 
 
@@ -227,7 +228,7 @@ def decode(data: bytes, kind: type[msgspec.Struct]) -> msgspec.Struct:
 EnvOp = Literal["create", "reset", "step", "valid_actions", "close"]
 
 
-class EnvCall(msgspec.Struct, frozen=True, kw_only=True):
+class EnvCall(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """One call on an env hosted by an EnvWorker; ``env_id`` is chosen by the engine.
 
     ``create`` uses ``family`` and ``options``; ``reset`` uses ``item_id``; ``step`` uses ``action``.
@@ -242,7 +243,7 @@ class EnvCall(msgspec.Struct, frozen=True, kw_only=True):
     action: str = ""
 
 
-class EnvReply(msgspec.Struct, kw_only=True, tag="reply"):
+class EnvReply(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, tag="reply"):
     """The answer to one ``EnvCall`` (``call_id`` -1: a frame that could not be decoded)."""
 
     call_id: int
@@ -253,7 +254,7 @@ class EnvReply(msgspec.Struct, kw_only=True, tag="reply"):
     error: str | None = None
 
 
-class WorkerHeartbeat(msgspec.Struct, kw_only=True, tag="heartbeat"):
+class WorkerHeartbeat(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, tag="heartbeat"):
     """Sent by an EnvWorker every heartbeat interval, whatever its envs are doing."""
 
     worker: str

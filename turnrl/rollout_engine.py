@@ -3,7 +3,7 @@
     async with RolloutEngine(model=model, tokenizer=tokenizer, env="babyai") as engine:
         async for batch in engine.batches(steps=100):
             ...  # batch.input_ids, batch.loss_mask, batch.old_logprobs, batch.rewards, batch.advantages
-            engine.weights_updated()  # after changing the model's weights in place
+            await engine.weights_updated()  # after the optimizer step: generation uses the new weights
 
 Invariant: every batch holds the complete groups of one step's tasks, token in /
 token out (``input_ids`` are exactly the sampled tokens and the observations
@@ -16,8 +16,10 @@ envs and generator on exit, also after an error.
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -71,6 +73,7 @@ class RolloutEngine:
         self.env = env
         self.tokenizer = tokenizer
         self.chat = ChatFormat(tokenizer)
+        self.model = model
         self.generator = generator or LocalGenerator(model, tokenizer.pad_token_id, seed=seed)
         if tasks is None:
             tasks = TaskSampler(env, spec.splits.train, prompts_per_step, group_size, seed)
@@ -88,12 +91,16 @@ class RolloutEngine:
             await self.pool.close()
         await self.generator.close()
 
-    def weights_updated(self) -> int:
-        """Call after the model's weights changed in place (in-process generation); returns the new version."""
-        if not isinstance(self.generator, LocalGenerator):
-            raise TypeError("weights_updated() is for in-process generation; update a remote generator's weights "
-                            "through it (e.g. ServiceGenerator.update_weights)")
-        return self.generator.bump_version()
+    async def weights_updated(self, model=None, staging_dir: str | Path | None = None) -> int:
+        """Call after an optimizer step: the generator serves ``model``'s current weights (default: the model
+        the engine was built with) from the next request on; returns the new weight version. In process that is
+        a version bump; a service gets the tensors over its socket; servers that load from disk get them through
+        ``staging_dir``."""
+        model = model if model is not None else self.model
+        if model is None:
+            raise ValueError("weights_updated needs the model whose weights to serve (the engine was given none)")
+        staging = Path(staging_dir) if staging_dir is not None else Path(tempfile.gettempdir()) / "turnrl-weights"
+        return await self.generator.push_weights(model, self.tokenizer, staging)
 
     async def rollout(self, step: int) -> RolloutBatch:
         trajectories = await run_episodes(self.tasks_for_step(step), self.pool, self.generator, self.chat,

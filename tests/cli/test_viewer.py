@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -16,10 +15,10 @@ from turnrl.config.episode import EpisodeConfig
 from turnrl.engine.eval.heldout import evaluate
 from turnrl.engine.generation.local import LocalGenerator
 from turnrl.engine.records.metrics import MetricsWriter
+from turnrl.engine.records.step_row import batch_metrics
 from turnrl.engine.records.trajectory_log import log_trajectories, logged_steps, read_step, step_file
 from turnrl.engine.rollout.run import EnvPool, run_episodes
 from turnrl.engine.rollout.sampler import TaskSampler, heldout_tasks
-from turnrl.engine.records.step_row import batch_metrics
 from turnrl.envs.babyai import BabyAIEnv
 from turnrl.viewer import EPISODES_PER_PAGE, STEPS_PER_PAGE, write_view
 
@@ -57,9 +56,9 @@ async def _make_run(run: Path, model, tokenizer, chat, steps: int) -> dict[int, 
 
 
 @pytest.fixture()
-def run(tmp_path, tiny_model, tokenizer, chat):
+async def run(tmp_path, tiny_model, tokenizer, chat):
     run = tmp_path / "run"
-    return run, asyncio.run(_make_run(run, tiny_model, tokenizer, chat, steps=3))
+    return run, await _make_run(run, tiny_model, tokenizer, chat, steps=3)
 
 
 def test_log_holds_each_episode_as_text(run):

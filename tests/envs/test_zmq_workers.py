@@ -29,53 +29,44 @@ def slow_generator(step_s: float = 0.02, tokens: int = 3) -> LatencyModelGenerat
     return LatencyModelGenerator(workload, tokens_of=lambda request: tokens)
 
 
-def test_remote_babyai_matches_local_on_random_items_and_actions():
+async def test_remote_babyai_matches_local_on_random_items_and_actions():
     rng = random.Random(7)
-
-    async def main():
-        async with EnvWorkerPool(FAST) as pool:
-            for item in rng.sample(range(10_000), 3):
-                remote, local = pool.env("babyai", level="GoToLocal"), BabyAIEnv("GoToLocal")
-                assert await remote.reset(item) == local.reset_sync(item)
-                assert remote.system_prompt == local.system_prompt
-                for _ in range(4):
-                    actions = await remote.valid_actions()
-                    assert actions == local.valid_actions_sync()
-                    action = f"Action: {rng.choice(actions)}" if rng.random() < 0.8 else "gibberish"
-                    got, want = await remote.step(action), local.step_sync(action)
-                    assert got == want
-                    if want.done:
-                        break
-                await remote.close()
-
-    asyncio.run(main())
+    async with EnvWorkerPool(FAST) as pool:
+        for item in rng.sample(range(10_000), 3):
+            remote, local = pool.env("babyai", level="GoToLocal"), BabyAIEnv("GoToLocal")
+            assert await remote.reset(item) == local.reset_sync(item)
+            assert remote.system_prompt == local.system_prompt
+            for _ in range(4):
+                actions = await remote.valid_actions()
+                assert actions == local.valid_actions_sync()
+                action = f"Action: {rng.choice(actions)}" if rng.random() < 0.8 else "gibberish"
+                got, want = await remote.step(action), local.step_sync(action)
+                assert got == want
+                if want.done:
+                    break
+            await remote.close()
 
 
-def _rollout_with_fault(chat, fault, tasks: int = 16, turn_cap: int = 6, after_replies: int = 40):
+async def _rollout_with_fault(chat, fault, tasks: int = 16, turn_cap: int = 6, after_replies: int = 40):
     """Run ``tasks`` BabyAI episodes on two workers; apply ``fault(pool)`` once worker 0 is mid-rollout."""
-
-    async def main():
-        async with EnvWorkerPool(FAST) as pool:
-            envs = EnvPool(lambda: pool.env("babyai", level="GoToLocal"))
-            generator = slow_generator()
-            config = EpisodeConfig(turn_cap=turn_cap, max_new_tokens=3)
-            work = asyncio.create_task(run_episodes([Task(env="babyai", item_id=i) for i in range(tasks)], envs,
-                                                    generator, chat, config))
-            while pool.workers[0].replies + pool.workers[1].replies < after_replies:
-                await asyncio.sleep(0.005)
-            victim_pid = fault(pool)
-            trajectories = await work
-            # the restarted worker serves again (the victim's envs were closed: new ones land on it)
-            await asyncio.wait_for(pool.workers[0].ready.wait(), 30)
-            await asyncio.wait_for(pool.workers[1].ready.wait(), 30)
-            served_before = [w.replies for w in pool.workers]
-            again = await run_episodes([Task(env="babyai", item_id=100 + i) for i in range(tasks)], envs, generator,
-                                       chat, config)
-            served_after = [w.replies for w in pool.workers]
-            await generator.close()
-            return trajectories, again, victim_pid, pool.pids(), pool.restarts, served_before, served_after
-
-    return asyncio.run(main())
+    async with EnvWorkerPool(FAST) as pool:
+        envs = EnvPool(lambda: pool.env("babyai", level="GoToLocal"))
+        generator = slow_generator()
+        config = EpisodeConfig(turn_cap=turn_cap, max_new_tokens=3)
+        work = asyncio.create_task(run_episodes([Task(env="babyai", item_id=i) for i in range(tasks)], envs,
+                                                generator, chat, config))
+        await asyncio.wait_for(_until(lambda: pool.workers[0].replies + pool.workers[1].replies >= after_replies), 30)
+        victim_pid = fault(pool)
+        trajectories = await work
+        # the restarted worker serves again (the victim's envs were closed: new ones land on it)
+        await asyncio.wait_for(pool.workers[0].ready.wait(), 30)
+        await asyncio.wait_for(pool.workers[1].ready.wait(), 30)
+        served_before = [w.replies for w in pool.workers]
+        again = await run_episodes([Task(env="babyai", item_id=100 + i) for i in range(tasks)], envs, generator,
+                                   chat, config)
+        served_after = [w.replies for w in pool.workers]
+        await generator.close()
+        return trajectories, again, victim_pid, pool.pids(), pool.restarts, served_before, served_after
 
 
 def _check_fault_outcome(result, victim_index: int, tasks: int = 16):
@@ -92,68 +83,59 @@ def _check_fault_outcome(result, victim_index: int, tasks: int = 16):
     assert after[victim_index] > before[victim_index]  # the new worker served the second rollout
 
 
-def test_killed_worker_ends_only_its_episodes_and_is_restarted(chat):
+async def test_killed_worker_ends_only_its_episodes_and_is_restarted(chat):
     def kill(pool):
         pid = pool.workers[0].process.pid
         os.kill(pid, signal.SIGKILL)
         return pid
 
-    _check_fault_outcome(_rollout_with_fault(chat, kill), victim_index=0)
+    _check_fault_outcome(await _rollout_with_fault(chat, kill), victim_index=0)
 
 
-def test_hung_worker_is_detected_by_heartbeat_and_restarted(chat):
+async def test_hung_worker_is_detected_by_heartbeat_and_restarted(chat):
     def hang(pool):
         pid = pool.workers[1].process.pid
         os.kill(pid, signal.SIGSTOP)  # alive but silent: only the heartbeat timeout can tell
         return pid
 
-    result = _rollout_with_fault(chat, hang)
+    result = await _rollout_with_fault(chat, hang)
     _check_fault_outcome(result, victim_index=1)
     with pytest.raises(ProcessLookupError):
         os.kill(result[2], 0)  # the hung process was killed (and reaped)
 
 
-def test_bad_frames_get_an_error_reply_and_the_worker_keeps_serving():
-    async def main():
-        async with EnvWorkerPool(EnvWorkerConfig(workers=1, heartbeat_s=0.1)) as pool:
-            worker = pool.workers[0]
-            bad = [b"\xc1\xff not msgpack", encode(msgspec.Struct()) + b"x",
-                   msgspec.msgpack.encode({"call_id": 1, "op": "explode", "env_id": 0}),
-                   msgspec.msgpack.encode({"call_id": "one", "op": "reset", "env_id": 0})]
-            for frame in bad:
-                await pool._sock.send_multipart([worker.identity, frame])
-            for _ in range(200):
-                if len(pool.errors) == len(bad):
-                    break
-                await asyncio.sleep(0.01)
-            assert len(pool.errors) == len(bad) and all(e.startswith("bad frame") for e in pool.errors)
-            env = pool.env("babyai", level="GoToLocal")
-            assert await env.reset(5) == BabyAIEnv("GoToLocal").reset_sync(5)
-            # an env call that fails in the worker is an error for that call only
-            with pytest.raises(RuntimeError, match="unknown env"):
-                await pool.env("no-such-family").reset(0)
-            reply = await pool.call(worker, worker.generation, op="reset", env_id=10**9, item_id=0)
-            return reply, pool.restarts, worker.process.poll()
-
-    with pytest.raises(RuntimeError, match="no env with env_id"):
-        asyncio.run(main())
+async def test_bad_frames_get_an_error_reply_and_the_worker_keeps_serving():
+    async with EnvWorkerPool(EnvWorkerConfig(workers=1, heartbeat_s=0.1)) as pool:
+        worker = pool.workers[0]
+        bad = [b"\xc1\xff not msgpack", encode(msgspec.Struct()) + b"x",
+               msgspec.msgpack.encode({"call_id": 1, "op": "explode", "env_id": 0}),
+               msgspec.msgpack.encode({"call_id": "one", "op": "reset", "env_id": 0})]
+        for frame in bad:
+            await pool._sock.send_multipart([worker.identity, frame])
+        await asyncio.wait_for(_until(lambda: len(pool.errors) >= len(bad)), 10)
+        assert len(pool.errors) == len(bad) and all(e.startswith("bad frame") for e in pool.errors)
+        env = pool.env("babyai", level="GoToLocal")
+        assert await env.reset(5) == BabyAIEnv("GoToLocal").reset_sync(5)
+        # an env call that fails in the worker is an error for that call only
+        with pytest.raises(RuntimeError, match="unknown env"):
+            await pool.env("no-such-family").reset(0)
+        with pytest.raises(RuntimeError, match="no env with env_id"):
+            await pool.call(worker, worker.generation, op="reset", env_id=10**9, item_id=0)
+        assert pool.restarts == 0 and worker.process.poll() is None  # the worker kept serving
 
 
-def test_a_stale_env_cannot_step_but_can_reset_on_a_new_worker():
-    async def main():
-        async with EnvWorkerPool(FAST) as pool:
-            env = pool.env("babyai", level="GoToLocal")
-            first = await env.reset(11)
-            old_pid = env.pid
-            victim = env.worker
-            os.kill(old_pid, signal.SIGKILL)
-            await asyncio.wait_for(_until(lambda: pool.restarts == 1), 10)
-            with pytest.raises(EnvWorkerLost):
-                await env.step("Action: turn left")
-            assert await env.reset(11) == first and env.pid is not None and env.pid != old_pid
-            return victim.generation
-
-    assert asyncio.run(main()) == 1
+async def test_a_stale_env_cannot_step_but_can_reset_on_a_new_worker():
+    async with EnvWorkerPool(FAST) as pool:
+        env = pool.env("babyai", level="GoToLocal")
+        first = await env.reset(11)
+        old_pid = env.pid
+        victim = env.worker
+        os.kill(old_pid, signal.SIGKILL)
+        await asyncio.wait_for(_until(lambda: pool.restarts == 1), 10)
+        with pytest.raises(EnvWorkerLost):
+            await env.step("Action: turn left")
+        assert await env.reset(11) == first and env.pid is not None and env.pid != old_pid
+        assert victim.generation == 1
 
 
 async def _until(predicate):

@@ -120,7 +120,7 @@ def test_kv_store_rejects_stale_or_diverging_prefixes():
         KVStore(max_tokens=-1)
 
 
-def test_stop_and_length_finish_reasons(tiny_model, chat, tokenizer):
+async def test_stop_and_length_finish_reasons(tiny_model, chat, tokenizer):
     reqs = _requests(chat, [6], temperature=1.0, max_new=3)
     res = generate_batch(tiny_model, reqs, 0, tokenizer.pad_token_id)[0]
     assert res.finish_reason in ("stop", "length")
@@ -129,25 +129,20 @@ def test_stop_and_length_finish_reasons(tiny_model, chat, tokenizer):
         assert res.output_ids[-1] in chat.stop_token_ids
     generator = LocalGenerator(tiny_model, tokenizer.pad_token_id, use_thread=False)
     with pytest.raises(BadRequest, match="empty"):
-        asyncio.run(generator.generate(GenerateRequest(request_id="x", input_ids=[])))
+        await generator.generate(GenerateRequest(request_id="x", input_ids=[]))
 
 
-def test_local_generator_batches_concurrent_requests(tiny_model, chat, tokenizer):
+async def test_local_generator_batches_concurrent_requests(tiny_model, chat, tokenizer):
     generator = LocalGenerator(tiny_model, tokenizer.pad_token_id, use_thread=False)
     reqs = _requests(chat, [5, 6, 7, 8, 9], max_new=2)
-
-    async def main():
-        out = await asyncio.gather(*(generator.generate(r) for r in reqs))
-        await generator.close()
-        return out
-
-    results = asyncio.run(main())
+    results = await asyncio.gather(*(generator.generate(r) for r in reqs))
+    await generator.close()
     assert [r.request_id for r in results] == [r.request_id for r in reqs]
     # all five join one prefill, then decode together: two forwards of five rows
     assert generator.engine.batcher.steps == 2 and generator.engine.batcher.tokens == 10
 
 
-def test_generator_failure_reaches_every_waiting_request(chat, tokenizer):
+async def test_generator_failure_reaches_every_waiting_request(chat, tokenizer):
     class Broken(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -165,10 +160,7 @@ def test_generator_failure_reaches_every_waiting_request(chat, tokenizer):
     generator = LocalGenerator(Broken(), tokenizer.pad_token_id, use_thread=False)
     reqs = _requests(chat, [3, 4])
 
-    async def main():
-        return await asyncio.gather(*(generator.generate(r) for r in reqs), return_exceptions=True)
-
-    out = asyncio.run(main())
+    out = await asyncio.gather(*(generator.generate(r) for r in reqs), return_exceptions=True)
     assert all(isinstance(o, GenerationError) and "device on fire" in str(o) for o in out)
 
 
@@ -189,7 +181,7 @@ def test_a_shared_prompt_is_prefilled_once_and_samples_independently(tiny_model,
     assert all(r.output_ids == alone.output_ids for r in shared[:4])
 
 
-def test_a_multi_turn_rollout_reuses_each_sessions_prefix(tiny_model, chat, tokenizer):
+async def test_a_multi_turn_rollout_reuses_each_sessions_prefix(tiny_model, chat, tokenizer):
     from turnrl.config.episode import EpisodeConfig
     from turnrl.engine.rollout.run import EnvPool, run_episodes
     from turnrl.envs.babyai import BabyAIEnv
@@ -205,8 +197,8 @@ def test_a_multi_turn_rollout_reuses_each_sessions_prefix(tiny_model, chat, toke
         await generator.close()
         return trajectories, stats
 
-    with_reuse, stats = asyncio.run(rollout(2_000_000))
-    without, plain = asyncio.run(rollout(0))
+    with_reuse, stats = await rollout(2_000_000)
+    without, plain = await rollout(0)
     assert [t.token_ids for t in with_reuse] == [t.token_ids for t in without]  # greedy: same episodes
     turns = sum(len(t.turns) for t in with_reuse)
     later_turns = turns - len(with_reuse)

@@ -13,10 +13,12 @@ os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported anywhere in th
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from turnrl.kernels import linear_logprob_entropy
 from turnrl.kernels.backend import triton_importable
-from turnrl.kernels.logprob import logprob_entropy_reference
+from turnrl.kernels.logprob import logprob_entropy_chunked, logprob_entropy_reference
 from turnrl.kernels.logprob_torch import linear_logprob_entropy_torch
 
 needs_triton = pytest.mark.skipif(not triton_importable(), reason="triton is not installed")
@@ -73,6 +75,23 @@ def test_fused_matches_reference(backend, temperature, scale, all_negative):
     ignored = targets == -100
     assert bool((got[0][ignored] == 0).all() and (got[1][ignored] == 0).all())
     assert bool((got[2][ignored] == 0).all())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=12, deadline=None, database=None)
+@given(n=st.integers(1, 19), h=st.integers(1, 13), v=st.integers(1, 45), temperature=st.floats(0.25, 3.0),
+       ignored=st.floats(0.0, 1.0), seed=st.integers(0, 2**31 - 1))
+def test_random_odd_shapes_match_reference(backend, n, h, v, temperature, ignored, seed):
+    """Any small shape (a vocabulary of one, a hidden size of one, every row ignored) against the reference."""
+    g = torch.Generator().manual_seed(seed)
+    hidden, weight = torch.randn(n, h, generator=g), torch.randn(v, h, generator=g)
+    targets = torch.randint(0, v, (n,), generator=g)
+    targets[torch.rand(n, generator=g) < ignored] = -100
+    grads = torch.randn(n, generator=g), torch.randn(n, generator=g)
+    want = reference(hidden, weight, targets, temperature, grads)
+    got = fused(linear_logprob_entropy, hidden, weight, targets, temperature, grads, backend=backend)
+    assert_matches(got, want, rtol=2e-5)
+    assert bool((got[0][targets == -100] == 0).all() and (got[1][targets == -100] == 0).all())
 
 
 @pytest.mark.parametrize(("rows", "cols"), [(8, 16), (5, 131), (64, 7)])
@@ -182,3 +201,25 @@ def test_non_finite_inputs_are_reported(backend):
     got = fused(linear_logprob_entropy, bad, weight, targets, 1.0, grads, backend=backend)
     assert bool(torch.isfinite(got[3]).all())
     torch.testing.assert_close(got[3].double(), want[3], atol=1e-4, rtol=1e-4)
+
+
+def test_chunked_logprob_matches_float64_reference():
+    torch.manual_seed(0)
+    hidden = torch.randn(37, 19, requires_grad=True)
+    weight = torch.randn(53, 19, requires_grad=True)
+    targets = torch.randint(0, 53, (37,))
+    lp, ent = logprob_entropy_chunked(hidden, weight, targets, temperature=0.7, chunk_rows=8)
+    (lp.sum() + 0.3 * ent.sum()).backward()
+    h64, w64 = hidden.detach().double().requires_grad_(), weight.detach().double().requires_grad_()
+    logits = (h64 @ w64.t()) / 0.7
+    ref_lp = logits.log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
+    p = logits.softmax(-1)
+    ref_ent = -(p * logits.log_softmax(-1)).sum(-1)
+    (ref_lp.sum() + 0.3 * ref_ent.sum()).backward()
+    assert torch.allclose(lp.double(), ref_lp, atol=1e-4) and torch.allclose(ent.double(), ref_ent, atol=1e-4)
+    assert torch.allclose(hidden.grad.double(), h64.grad, atol=1e-3)
+    assert torch.allclose(weight.grad.double(), w64.grad, atol=1e-3)
+    lp2, _ = logprob_entropy_reference(hidden.detach(), weight.detach(), targets, 0.7)
+    assert torch.allclose(lp.detach(), lp2, atol=1e-5)
+    empty = logprob_entropy_chunked(hidden[:0], weight, targets[:0])
+    assert empty[0].shape == (0,)

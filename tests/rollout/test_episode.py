@@ -35,16 +35,16 @@ class RecordingGenerator(Generator):
         return result
 
 
-def _rollout(model, tokenizer, chat, tasks, config, generator=None):
+async def _rollout(model, tokenizer, chat, tasks, config, generator=None):
     generator = generator or LocalGenerator(model, tokenizer.pad_token_id, use_thread=False)
     pool = EnvPool(lambda: BabyAIEnv("GoToLocal"))
-    return asyncio.run(run_episodes(tasks, pool, generator, chat, config)), generator
+    return await run_episodes(tasks, pool, generator, chat, config), generator
 
 
-def test_loss_mask_is_exactly_the_generated_tokens(tiny_model, tokenizer, chat):
+async def test_loss_mask_is_exactly_the_generated_tokens(tiny_model, tokenizer, chat):
     recorder = RecordingGenerator(LocalGenerator(tiny_model, tokenizer.pad_token_id, use_thread=False))
     tasks = [Task(env="babyai", item_id=i, group=i) for i in range(6)]
-    trajs, _ = _rollout(tiny_model, tokenizer, chat, tasks, EpisodeConfig(turn_cap=3, max_new_tokens=6),
+    trajs, _ = await _rollout(tiny_model, tokenizer, chat, tasks, EpisodeConfig(turn_cap=3, max_new_tokens=6),
                         generator=recorder)
     by_session = {}
     for req, res in recorder.results:
@@ -67,9 +67,9 @@ def test_loss_mask_is_exactly_the_generated_tokens(tiny_model, tokenizer, chat):
         assert all(v == -1 for v, m in zip(traj.versions, traj.loss_mask, strict=True) if not m)
 
 
-def test_recomputed_logprobs_of_finished_episodes_match(tiny_model, tokenizer, chat):
+async def test_recomputed_logprobs_of_finished_episodes_match(tiny_model, tokenizer, chat):
     tasks = [Task(env="babyai", item_id=100 + i, group=i) for i in range(5)]
-    trajs, _ = _rollout(tiny_model, tokenizer, chat, tasks, EpisodeConfig(turn_cap=4, max_new_tokens=8))
+    trajs, _ = await _rollout(tiny_model, tokenizer, chat, tasks, EpisodeConfig(turn_cap=4, max_new_tokens=8))
     batch = pack(trajs, None, tokenizer.pad_token_id)
     with torch.no_grad():
         lp, _ = policy_logprobs(tiny_model, batch)
@@ -77,9 +77,9 @@ def test_recomputed_logprobs_of_finished_episodes_match(tiny_model, tokenizer, c
     assert float(((lp - batch.old_logprobs).abs() * batch.loss_mask).max()) < 1e-4
 
 
-def test_trajectories_are_stamped(tiny_model, tokenizer, chat):
+async def test_trajectories_are_stamped(tiny_model, tokenizer, chat):
     tasks = [Task(env="babyai", item_id=i, split="train", group=7) for i in range(4)]
-    trajs, gen = _rollout(tiny_model, tokenizer, chat, tasks, EpisodeConfig(turn_cap=2, max_new_tokens=4))
+    trajs, gen = await _rollout(tiny_model, tokenizer, chat, tasks, EpisodeConfig(turn_cap=2, max_new_tokens=4))
     for task, traj in zip(tasks, trajs, strict=True):
         assert traj.task == task
         assert traj.turn_cap == 2
@@ -89,9 +89,9 @@ def test_trajectories_are_stamped(tiny_model, tokenizer, chat):
         assert set(v for v, m in zip(traj.versions, traj.loss_mask, strict=True) if m) <= {gen.weight_version}
 
 
-def test_length_limit_ends_the_episode(tiny_model, tokenizer, chat):
+async def test_length_limit_ends_the_episode(tiny_model, tokenizer, chat):
     tasks = [Task(env="babyai", item_id=1)]
-    trajs, _ = _rollout(tiny_model, tokenizer, chat, tasks,
+    trajs, _ = await _rollout(tiny_model, tokenizer, chat, tasks,
                         EpisodeConfig(turn_cap=50, max_new_tokens=8, max_total_tokens=400))
     assert trajs[0].end_reason in ("length", "done")
     assert len(trajs[0].token_ids) <= 400
@@ -131,28 +131,22 @@ class FixedGenerator(Generator):
                               versions=[0, 0], finish_reason="length")
 
 
-def test_env_crash_ends_only_its_episode(chat):
-    async def main():
-        good = EpisodeRunner(Task(env="crash", item_id=1), CrashingEnv(crash_on_step=99), FixedGenerator(), chat,
-                             EpisodeConfig(turn_cap=3))
-        bad = EpisodeRunner(Task(env="crash", item_id=2), CrashingEnv(crash_on_step=2), FixedGenerator(), chat,
-                            EpisodeConfig(turn_cap=3))
-        return await asyncio.gather(good.run(), bad.run())
-
-    good, bad = asyncio.run(main())
+async def test_env_crash_ends_only_its_episode(chat):
+    good = EpisodeRunner(Task(env="crash", item_id=1), CrashingEnv(crash_on_step=99), FixedGenerator(), chat,
+                         EpisodeConfig(turn_cap=3))
+    bad = EpisodeRunner(Task(env="crash", item_id=2), CrashingEnv(crash_on_step=2), FixedGenerator(), chat,
+                        EpisodeConfig(turn_cap=3))
+    good, bad = await asyncio.gather(good.run(), bad.run())
     assert good.end_reason == "turn_cap" and len(good.turns) == 3
     assert bad.end_reason == "env_error" and "environment process died" in bad.error and len(bad.turns) == 1
 
 
-def test_generation_timeout_truncates_only_that_episode(chat):
-    async def main():
-        slow = EpisodeRunner(Task(env="crash", item_id=1), CrashingEnv(99), HangingGenerator(), chat,
-                             EpisodeConfig(turn_cap=2, generation_timeout_s=0.05))
-        fast = EpisodeRunner(Task(env="crash", item_id=2), CrashingEnv(99), FixedGenerator(), chat,
-                             EpisodeConfig(turn_cap=2, generation_timeout_s=0.05))
-        return await asyncio.gather(slow.run(), fast.run())
-
-    slow, fast = asyncio.run(main())
+async def test_generation_timeout_truncates_only_that_episode(chat):
+    slow = EpisodeRunner(Task(env="crash", item_id=1), CrashingEnv(99), HangingGenerator(), chat,
+                         EpisodeConfig(turn_cap=2, generation_timeout_s=0.05))
+    fast = EpisodeRunner(Task(env="crash", item_id=2), CrashingEnv(99), FixedGenerator(), chat,
+                         EpisodeConfig(turn_cap=2, generation_timeout_s=0.05))
+    slow, fast = await asyncio.gather(slow.run(), fast.run())
     assert slow.end_reason == "gen_timeout" and slow.num_policy_tokens == 0
     assert fast.end_reason == "turn_cap" and fast.num_policy_tokens == 4
 
@@ -163,10 +157,10 @@ def test_bad_episode_config(bad):
         EpisodeConfig(**bad)
 
 
-def test_constrained_decoding_only_produces_valid_actions_and_recomputes(tiny_model, tokenizer, chat):
+async def test_constrained_decoding_only_produces_valid_actions_and_recomputes(tiny_model, tokenizer, chat):
     tasks = [Task(env="babyai", item_id=300 + i, group=i) for i in range(6)]
     config = EpisodeConfig(turn_cap=4, max_new_tokens=4, constrain_to_valid_actions=True)
-    trajs, _ = _rollout(tiny_model, tokenizer, chat, tasks, config)
+    trajs, _ = await _rollout(tiny_model, tokenizer, chat, tasks, config)
     turns = [turn for traj in trajs for turn in traj.turns]
     assert turns and all(turn.valid for turn in turns)
     for traj in trajs:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 import torch
 
@@ -19,12 +17,12 @@ from turnrl.protocol import Task
 
 
 @pytest.fixture()
-def rollouts(tiny_model, tokenizer, chat):
+async def rollouts(tiny_model, tokenizer, chat):
     generator = LocalGenerator(tiny_model, tokenizer.pad_token_id, use_thread=False)
     pool = EnvPool(lambda: BabyAIEnv("GoToLocal"))
     tasks = [Task(env="babyai", item_id=item, group=g) for g, item in enumerate([3, 10, 11, 12]) for _ in range(4)]
     config = EpisodeConfig(turn_cap=3, max_new_tokens=4, constrain_to_valid_actions=True)
-    trajectories = asyncio.run(run_episodes(tasks, pool, generator, chat, config))
+    trajectories = await run_episodes(tasks, pool, generator, chat, config)
     assert len({t.reward for t in trajectories}) > 1, "need reward variance for a meaningful update"
     return trajectories
 

@@ -1,6 +1,7 @@
 """The learner, the critic and the advantage estimator's parameters.
 
-Invariant: a leaf: imports nothing heavier than msgspec; a struct is validated when built (a bad value raises ``ValueError`` naming its key).
+Invariant: a leaf: imports nothing heavier than msgspec; a struct is validated when built (a bad value raises
+``ValueError`` naming its key).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import msgspec
 ADVANTAGE_ESTIMATOR_NAMES = ("grpo", "ppo", "reinforce_pp", "rloo")
 KL_ESTIMATOR_NAMES = ("k1", "k2", "k3")
 AGGREGATION_NAMES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean")
+
 
 class AdvantageParams(msgspec.Struct, frozen=True, kw_only=True):
     gamma: float = 1.0
@@ -87,7 +89,9 @@ class LearnerConfig(msgspec.Struct, frozen=True, kw_only=True):
         if self.kl_coef < 0:
             raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
         if self.kl_estimator not in KL_ESTIMATOR_NAMES:
-            raise ValueError(f"unknown kl_estimator {self.kl_estimator!r}; choose from: {', '.join(KL_ESTIMATOR_NAMES)}")
+            raise ValueError(
+                f"unknown kl_estimator {self.kl_estimator!r}; choose from: {', '.join(KL_ESTIMATOR_NAMES)}"
+            )
         if self.aggregation not in AGGREGATION_NAMES:
             raise ValueError(f"unknown aggregation {self.aggregation!r}; choose from: {', '.join(AGGREGATION_NAMES)}")
         if not self.temperature > 0:

@@ -1,6 +1,7 @@
 """Turn-cap curricula: fixed, ScalingInter-RL's staged caps (per-family defaults), adaptive.
 
-Invariant: a leaf: imports nothing heavier than msgspec; a struct is validated when built (a bad value raises ``ValueError`` naming its key).
+Invariant: a leaf: imports nothing heavier than msgspec; a struct is validated when built (a bad value raises
+``ValueError`` naming its key).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Env transport: ZeroMQ env worker processes.
 
-Invariant: a leaf: imports nothing heavier than msgspec; a struct is validated when built (a bad value raises ``ValueError`` naming its key).
+Invariant: a leaf: imports nothing heavier than msgspec; a struct is validated when built (a bad value raises
+``ValueError`` naming its key).
 """
 
 from __future__ import annotations

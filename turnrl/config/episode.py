@@ -1,6 +1,7 @@
 """How one episode runs: turn cap, token budgets, sampling, timeouts, reward mode, decoding.
 
-Invariant: a leaf: imports nothing heavier than msgspec; a struct is validated when built (a bad value raises ``ValueError`` naming its key).
+Invariant: a leaf: imports nothing heavier than msgspec; a struct is validated when built (a bad value raises
+``ValueError`` naming its key).
 """
 
 from __future__ import annotations

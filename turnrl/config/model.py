@@ -1,6 +1,7 @@
 """The embedded default model and its format warm-up.
 
-Invariant: a leaf: imports nothing heavier than msgspec; a struct is validated when built (a bad value raises ``ValueError`` naming its key).
+Invariant: a leaf: imports nothing heavier than msgspec; a struct is validated when built (a bad value raises
+``ValueError`` naming its key).
 """
 
 from __future__ import annotations

@@ -36,9 +36,19 @@ Answer = tuple[GenerateResult, bool]  # the result, and whether the same request
 
 
 class GenerationEngine:
-    def __init__(self, model, pad_token_id: int, *, max_running: int = 64, seed: int = 0,
-                 kv_cache_tokens: int = 2_000_000, weight_version: int = 0, default_timeout_s: float | None = None,
-                 in_flight: InFlightPolicy = "continue", use_thread: bool = True):
+    def __init__(
+        self,
+        model,
+        pad_token_id: int,
+        *,
+        max_running: int = 64,
+        seed: int = 0,
+        kv_cache_tokens: int = 2_000_000,
+        weight_version: int = 0,
+        default_timeout_s: float | None = None,
+        in_flight: InFlightPolicy = "continue",
+        use_thread: bool = True,
+    ):
         if max_running < 1:
             raise ValueError(f"max_running must be >= 1, got {max_running}")
         if kv_cache_tokens < 0:
@@ -52,8 +62,9 @@ class GenerationEngine:
         self.max_positions = getattr(model.config, "max_position_embeddings", None)
         device = next(model.parameters()).device
         self.rng = torch.Generator(device=device).manual_seed(seed)
-        self.batcher = ContinuousBatcher(model, pad_token_id, self.rng,
-                                         KVStore(kv_cache_tokens) if kv_cache_tokens else None)
+        self.batcher = ContinuousBatcher(
+            model, pad_token_id, self.rng, KVStore(kv_cache_tokens) if kv_cache_tokens else None
+        )
         self.batcher.version = weight_version
         self._active: dict[Hashable, tuple[Sequence, asyncio.Future]] = {}
         self._waiting: collections.deque[Sequence] = collections.deque()
@@ -79,8 +90,11 @@ class GenerationEngine:
     def validate(self, request: GenerateRequest, timeout_s: float | None = None) -> None:
         if not request.input_ids:
             raise BadRequest("input_ids must not be empty")
-        for name, ids in [("input_ids", request.input_ids), ("stop_token_ids", request.sampling.stop_token_ids),
-                          *[("allowed", c) for c in (request.allowed or [])]]:
+        for name, ids in [
+            ("input_ids", request.input_ids),
+            ("stop_token_ids", request.sampling.stop_token_ids),
+            *[("allowed", c) for c in (request.allowed or [])],
+        ]:
             if any(t < 0 or t >= self.vocab_size for t in ids):
                 raise BadRequest(f"{name} holds a token id outside [0, {self.vocab_size})")
         if request.allowed is not None and (not request.allowed or any(len(c) == 0 for c in request.allowed)):
@@ -89,14 +103,17 @@ class GenerationEngine:
         if sampling.max_new_tokens < 1:
             raise BadRequest(f"sampling.max_new_tokens must be >= 1, got {sampling.max_new_tokens}")
         if sampling.temperature < 0 or not 0 < sampling.top_p <= 1:
-            raise BadRequest(f"sampling: temperature must be >= 0 and top_p in (0, 1], got "
-                             f"{sampling.temperature}, {sampling.top_p}")
+            raise BadRequest(
+                f"sampling: temperature must be >= 0 and top_p in (0, 1], got {sampling.temperature}, {sampling.top_p}"
+            )
         if timeout_s is not None and timeout_s <= 0:
             raise BadRequest(f"timeout_s must be > 0, got {timeout_s}")
         longest = max([sampling.max_new_tokens, *map(len, request.allowed or [])])
         if self.max_positions is not None and len(request.input_ids) + longest > self.max_positions:
-            raise BadRequest(f"input_ids ({len(request.input_ids)}) + max_new_tokens ({longest}) exceed the "
-                             f"model's {self.max_positions} positions")
+            raise BadRequest(
+                f"input_ids ({len(request.input_ids)}) + max_new_tokens ({longest}) exceed the "
+                f"model's {self.max_positions} positions"
+            )
 
     def submit(self, key: Hashable, request: GenerateRequest, timeout_s: float | None = None) -> asyncio.Future:
         """Queue a request; its future resolves to ``(result, retry)``. ``key`` must be unique among running ones."""
@@ -147,8 +164,12 @@ class GenerationEngine:
         if self._wake is not None:
             self._wake.set()
 
-    async def update_weights(self, load: Callable[[torch.nn.Module], object] | None, version: int | None = None,
-                             in_flight: InFlightPolicy | None = None) -> tuple[int, int]:
+    async def update_weights(
+        self,
+        load: Callable[[torch.nn.Module], object] | None,
+        version: int | None = None,
+        in_flight: InFlightPolicy | None = None,
+    ) -> tuple[int, int]:
         """Run ``load(model)`` between steps (``None``: the weights already changed in place), then bump the
         version. Returns (new version, requests that were running)."""
         if version is not None and version <= self.batcher.version:
@@ -179,10 +200,17 @@ class GenerationEngine:
 
     def stats(self) -> GeneratorStats:
         b = self.batcher
-        return GeneratorStats(weight_version=b.version, requests_finished=self.requests_finished,
-                              tokens_generated=b.tokens, busy_seconds=self.busy_seconds, prefill_tokens=b.prefill_tokens,
-                              reused_tokens=b.reused_tokens, shared_prefill_tokens=b.shared_prefill_tokens,
-                              prefix_lookups=b.prefix_lookups, prefix_hits=b.prefix_hits)
+        return GeneratorStats(
+            weight_version=b.version,
+            requests_finished=self.requests_finished,
+            tokens_generated=b.tokens,
+            busy_seconds=self.busy_seconds,
+            prefill_tokens=b.prefill_tokens,
+            reused_tokens=b.reused_tokens,
+            shared_prefill_tokens=b.shared_prefill_tokens,
+            prefix_lookups=b.prefix_lookups,
+            prefix_hits=b.prefix_hits,
+        )
 
     @property
     def running(self) -> int:
@@ -238,8 +266,7 @@ class GenerationEngine:
                         self._waiting.extendleft(reversed(self.batcher.reset()))
                     remove, self._cancel = self._cancel, {}
                     admit = []
-                    while not self._paused and self._waiting and len(self.batcher.rows) + len(admit) < \
-                            self.max_running:
+                    while not self._paused and self._waiting and len(self.batcher.rows) + len(admit) < self.max_running:
                         admit.append(self._waiting.popleft())
                     decode = not self._paused and bool(self.batcher.rows or admit)
                     if not remove and not admit and not decode:

@@ -1,14 +1,16 @@
 """The client of a GenerationService: a ``Generator`` over one ZeroMQ DEALER socket, and the service's process.
 
 Invariants:
-- every call is answered exactly once: with the reply whose ``request_id`` matches it, a ``ServiceError`` for an
-  error reply, or a ``TimeoutError`` when the client-side timeout passes (the service is then told to abort it);
-  any number of calls share the socket concurrently, matched by request id;
+- every call is answered exactly once: with the reply whose ``request_id`` matches it, ``BadRequest`` (a
+  ``ValueError``) for a call the service refused as malformed or a duplicate, ``ServiceError`` for any other error
+  reply, or a ``TimeoutError`` when the client-side timeout passes (the service is then told to abort it); any
+  number of calls share the socket concurrently, matched by request id;
 - ``generate`` returns a result only for stop/length; a service-side timeout raises ``GenerationTimeout`` (a
   ``TimeoutError``, so an episode ends with ``gen_timeout``) carrying the partial result; a request aborted by a
   weight update under the ``abort`` policy is resubmitted (``resubmit_on_update``); other aborts are returned
   with finish reason ``abort``;
-- ``weight_version`` is the newest version this client has seen in any reply.
+- ``weight_version`` is the newest version this client has seen in any reply; ``push_weights`` sends the tensors
+  over the socket (no disk) and ``close`` stops a service process this client was handed (``owned_process``).
 """
 
 from __future__ import annotations

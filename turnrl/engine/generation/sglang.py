@@ -1,10 +1,10 @@
-"""A ``Generator`` backed by SGLang servers through their native HTTP API, with session affinity.
+"""A ``Generator`` over SGLang servers through their native HTTP API, with session affinity.
 
 Invariants:
 - token in, token out: a request sends ``input_ids`` and reads the sampled ids and their log-probs from
   ``meta_info.output_token_logprobs`` (``[logprob, token_id, text]`` per token); ids that disagree with
   ``output_ids`` are an error, never silently fixed. SGLang returns the log-prob it sampled with (temperature
-  applied, as in ``hf_backend``; with ``top_p < 1`` its log-probs are those of the filtered distribution);
+  applied, as in ``sampling``; with ``top_p < 1`` its log-probs are those of the filtered distribution);
 - all turns of one session (episode) go to the same server, so its prefix cache is reused; a new session goes to
   the server with the fewest requests in flight; ``end_session`` forgets the pairing;
 - control calls (abort all, pause, continue, weight update) reach every server (sglang-router does not forward
@@ -34,7 +34,6 @@ from turnrl.protocol import GenerateRequest, GenerateResult
 _FINISH = {"stop": "stop", "length": "length", "abort": "abort"}
 
 
-
 class SGLangGenerator(Generator):
     def __init__(self, config: SGLangConfig, initial_version: int = 0):
         self.config = config
@@ -52,8 +51,9 @@ class SGLangGenerator(Generator):
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            limits = httpx.Limits(max_connections=self.config.max_connections,
-                                  max_keepalive_connections=self.config.max_connections)
+            limits = httpx.Limits(
+                max_connections=self.config.max_connections, max_keepalive_connections=self.config.max_connections
+            )
             timeout = httpx.Timeout(None, connect=self.config.connect_timeout_s)
             self._client = httpx.AsyncClient(limits=limits, timeout=timeout)
         return self._client
@@ -83,15 +83,22 @@ class SGLangGenerator(Generator):
     # ---- generation ---------------------------------------------------------------------------------------------
     def payload(self, request: GenerateRequest) -> dict:
         if request.allowed is not None:
-            raise ValueError("allowed: token-sequence constraints are not supported by the SGLang backend")
+            raise ValueError(
+                "allowed: token-sequence constraints have no SGLang counterpart; SGLangGenerator refuses them"
+            )
         if not request.input_ids:
             raise ValueError("input_ids must not be empty")
         s = request.sampling
         return {
             "input_ids": list(request.input_ids),
-            "sampling_params": {"max_new_tokens": s.max_new_tokens, "temperature": s.temperature, "top_p": s.top_p,
-                                "stop_token_ids": list(s.stop_token_ids), "skip_special_tokens": False,
-                                "no_stop_trim": True},
+            "sampling_params": {
+                "max_new_tokens": s.max_new_tokens,
+                "temperature": s.temperature,
+                "top_p": s.top_p,
+                "stop_token_ids": list(s.stop_token_ids),
+                "skip_special_tokens": False,
+                "no_stop_trim": True,
+            },
             "return_logprob": True,
             "rid": request.request_id,
             "stream": False,
@@ -106,8 +113,11 @@ class SGLangGenerator(Generator):
             reply = await self._post(url, "/generate", body, self.config.request_timeout_s)
         except TimeoutError:
             await self._abort_on(url, request.request_id)
-            raise GenerationTimeout(GenerateResult(request_id=request.request_id, output_ids=[], logprobs=[],
-                                                   versions=[], finish_reason="timeout")) from None
+            raise GenerationTimeout(
+                GenerateResult(
+                    request_id=request.request_id, output_ids=[], logprobs=[], versions=[], finish_reason="timeout"
+                )
+            ) from None
         finally:
             self._in_flight[url] -= 1
             self._running.pop(request.request_id, None)
@@ -128,10 +138,16 @@ class SGLangGenerator(Generator):
         if kind not in _FINISH:
             raise SGLangError(f"request {request_id!r}: unknown finish_reason {finish!r}")
         reported = meta.get("weight_version")
-        version = int(reported) if isinstance(reported, int | str) and str(reported).lstrip("-").isdigit() \
-            else self._version
-        return GenerateResult(request_id=request_id, output_ids=ids, logprobs=logprobs, versions=[version] * len(ids),
-                              finish_reason=_FINISH[kind])
+        version = (
+            int(reported) if isinstance(reported, int | str) and str(reported).lstrip("-").isdigit() else self._version
+        )
+        return GenerateResult(
+            request_id=request_id,
+            output_ids=ids,
+            logprobs=logprobs,
+            versions=[version] * len(ids),
+            finish_reason=_FINISH[kind],
+        )
 
     async def end_session(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)
@@ -162,8 +178,7 @@ class SGLangGenerator(Generator):
     async def update_weights(self, path: str, version: int | None = None) -> int:
         """Every server loads the weights saved at ``path`` (a directory they can read); returns the new version."""
         new = version if version is not None else self._version + 1
-        replies = await self._everywhere("/update_weights_from_disk",
-                                         {"model_path": path, "weight_version": str(new)})
+        replies = await self._everywhere("/update_weights_from_disk", {"model_path": path, "weight_version": str(new)})
         failed = [(u, r.get("message")) for u, r in zip(self.urls, replies, strict=True) if not r.get("success")]
         if failed:
             raise SGLangError(f"update_weights_from_disk failed on {failed}")

@@ -43,9 +43,18 @@ def _zero_variance_rows(inputs: AdvantageInputs) -> set[int]:
 
 
 class Learner:
-    def __init__(self, model, config: LearnerConfig, pad_token_id: int, seed: int = 0, *,
-                 estimator: str = "grpo", advantage: AdvantageParams | None = None,
-                 critic: CriticConfig | None = None, per_turn_rewards: bool = False):
+    def __init__(
+        self,
+        model,
+        config: LearnerConfig,
+        pad_token_id: int,
+        seed: int = 0,
+        *,
+        estimator: str = "grpo",
+        advantage: AdvantageParams | None = None,
+        critic: CriticConfig | None = None,
+        per_turn_rewards: bool = False,
+    ):
         self.model = model
         self.config = config
         self.pad_token_id = pad_token_id
@@ -61,8 +70,9 @@ class Learner:
         self.scheduler = _warmup_schedule(self.optimizer, config.lr_warmup_steps)
         self.critic_optimizer = None
         if self.critic is not None and not self.critic.shared:
-            self.critic_optimizer = torch.optim.AdamW(self.critic.own_parameters(), lr=self.critic.config.lr,
-                                                      betas=config.betas)
+            self.critic_optimizer = torch.optim.AdamW(
+                self.critic.own_parameters(), lr=self.critic.config.lr, betas=config.betas
+            )
         needs_reference = config.kl_coef > 0 or (self.estimator.needs_reference and self.advantage.kl_reward_coef > 0)
         self.reference = None
         if needs_reference:
@@ -74,8 +84,12 @@ class Learner:
 
     # ---- state --------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "rng": self.rng.getstate(), "updates": self.updates}
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": self.rng.getstate(),
+            "updates": self.updates,
+        }
         if self.critic is not None:
             state["critic"] = self.critic.state_dict()
         if self.critic_optimizer is not None:
@@ -113,7 +127,8 @@ class Learner:
         inputs = advantage_inputs(trajectories, batch.loss_mask, batch.old_logprobs, self.per_turn_rewards)
         if self.reference is not None:
             batch.ref_logprobs = self._per_row(
-                lambda sub: policy_logprobs(self.reference, sub, self.config.temperature)[0], batch)
+                lambda sub: policy_logprobs(self.reference, sub, self.config.temperature)[0], batch
+            )
             inputs.ref_logprobs = batch.ref_logprobs
         if self.critic is not None:
             self.critic.eval()
@@ -123,8 +138,10 @@ class Learner:
         out = self.estimator.fn(inputs, self.advantage)
         batch.advantages = out.advantages * batch.loss_mask
         batch.returns = out.returns
-        stats = {"adv_mean": _masked_mean(batch.advantages, batch.loss_mask),
-                 "adv_abs_mean": _masked_mean(batch.advantages.abs(), batch.loss_mask)}
+        stats = {
+            "adv_mean": _masked_mean(batch.advantages, batch.loss_mask),
+            "adv_abs_mean": _masked_mean(batch.advantages.abs(), batch.loss_mask),
+        }
         if self.config.filter_zero_variance_groups:
             dropped = _zero_variance_rows(inputs)
             batch.loss_mask[list(dropped)] = False
@@ -171,9 +188,15 @@ class Learner:
             share = batch.num_tokens / max(total_tokens, 1)
             logp, entropy = policy_logprobs(self.model, batch, cfg.temperature)
             loss, stats = self.loss_fn(
-                logp, batch.old_logprobs, batch.advantages, batch.loss_mask,
-                clip_low=cfg.clip_low, clip_high=cfg.clip_high, dual_clip=cfg.dual_clip,
-                aggregation=cfg.aggregation, denominator=denominator,
+                logp,
+                batch.old_logprobs,
+                batch.advantages,
+                batch.loss_mask,
+                clip_low=cfg.clip_low,
+                clip_high=cfg.clip_high,
+                dual_clip=cfg.dual_clip,
+                aggregation=cfg.aggregation,
+                denominator=denominator,
             )
             mask = batch.loss_mask.float()
             if self.reference is not None and cfg.kl_coef > 0:
@@ -184,8 +207,12 @@ class Learner:
                 loss = loss - cfg.entropy_coef * (entropy * mask).sum() / max(total_tokens, 1)
             if self.critic is not None:
                 value_loss, vstats = clipped_value_loss(
-                    self.critic.values(batch.input_ids, batch.attention_mask), batch.old_values, batch.returns, batch.loss_mask,
-                    self.critic.config.value_clip, total_tokens,
+                    self.critic.values(batch.input_ids, batch.attention_mask),
+                    batch.old_values,
+                    batch.returns,
+                    batch.loss_mask,
+                    self.critic.config.value_clip,
+                    total_tokens,
                 )
                 loss = loss + (self.critic.config.coef if self.critic.shared else 1.0) * value_loss
                 sums["value_loss"] = sums.get("value_loss", 0.0) + float(value_loss.detach())

@@ -1,1 +1,2 @@
-"""AgentGym-compatible HTTP env server (``server``), its env pool (``pool``) and a remote env (``remote``)."""
+"""Env transport over HTTP in AgentGym's protocol: the server (``server``), its table of live envs (``env_table``),
+a client env (``client.HttpEnv``) and a launcher for a local server (``launch``)."""

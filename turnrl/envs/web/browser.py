@@ -15,12 +15,14 @@ import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from turnrl.errors import EnvError
+
 CHROMIUM = os.environ.get("TURNRL_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 VIEWPORT = {"width": 1280, "height": 720}
 
 
-class PoolExhausted(RuntimeError):
-    pass
+class PoolExhausted(EnvError):
+    """Every browser context is in use (the episode ends ``env_error``)."""
 
 
 class BrowserPool:

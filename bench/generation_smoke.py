@@ -1,13 +1,13 @@
-"""Generation smoke run: a short BabyAI rollout through a generation backend, checked token in / token out.
+"""Generation smoke run: a short BabyAI rollout through a generator, checked token in / token out.
 
-Runs N episodes through the GenerationService (ZeroMQ, ``--backend service``, CPU here) or through SGLang
-servers (``--backend sglang --urls ...``, started by ``bench/gpu_smoke.sh`` on a GPU machine), then recomputes
+Runs N episodes through the GenerationService (ZeroMQ, ``--generator service``, CPU here) or through SGLang
+servers (``--generator sglang --urls ...``, started by ``bench/gpu_smoke.sh`` on a GPU machine), then recomputes
 the log-prob of every sampled token with the same weights in transformers and reports the largest difference;
 then updates the weights (same files, new version) and checks that later tokens carry the new version.
 
-    python bench/generation_smoke.py --backend service --json /tmp/smoke.json
+    python bench/generation_smoke.py --generator service --json /tmp/smoke.json
     python bench/generation_smoke.py --build-model DIR          # only write the tiny model directory
-    python bench/generation_smoke.py --backend sglang --model DIR --urls http://127.0.0.1:30000
+    python bench/generation_smoke.py --generator sglang --model DIR --urls http://127.0.0.1:30000
 """
 
 from __future__ import annotations
@@ -51,8 +51,12 @@ def max_logprob_gap(model, trajectories, pad_id: int, temperature: float) -> flo
 
 
 async def rollout(generator, chat, args, first_item: int):
-    config = EpisodeConfig(turn_cap=args.turn_cap, max_new_tokens=args.max_new_tokens,
-                           temperature=args.temperature, generation_timeout_s=120.0)
+    config = EpisodeConfig(
+        turn_cap=args.turn_cap,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        generation_timeout_s=120.0,
+    )
     tasks = [Task(env="babyai", item_id=first_item + i) for i in range(args.episodes)]
     start = time.perf_counter()
     trajectories = await run_episodes(tasks, EnvPool(lambda: BabyAIEnv("GoToLocal")), generator, chat, config)
@@ -63,7 +67,7 @@ async def smoke(args, model_dir: Path) -> dict:
     model, tokenizer = load_policy(model_dir)
     chat = ChatFormat(tokenizer)
     process = None
-    if args.backend == "service":
+    if args.generator == "service":
         from turnrl.config.generation import ServiceConfig
         from turnrl.engine.generation.service_client import ServiceGenerator, ServiceProcess
 
@@ -86,7 +90,7 @@ async def smoke(args, model_dir: Path) -> dict:
     tokens = sum(t.num_policy_tokens for t in trajectories)
     later = {v for t in after for v, m in zip(t.versions, t.loss_mask, strict=True) if m}
     return {
-        "backend": args.backend,
+        "generator": args.generator,
         "episodes": len(trajectories),
         "end_reasons": dict(Counter(t.end_reason for t in trajectories)),
         "policy_tokens": tokens,
@@ -100,7 +104,7 @@ async def smoke(args, model_dir: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=("service", "sglang"), default="service")
+    parser.add_argument("--generator", choices=("service", "sglang"), default="service")
     parser.add_argument("--model", type=Path, help="model directory (default: build the tiny model in a tmp dir)")
     parser.add_argument("--build-model", type=Path, help="write the tiny model directory here and exit")
     parser.add_argument("--urls", nargs="+", default=["http://127.0.0.1:30000"])
@@ -121,8 +125,9 @@ def main() -> None:
         print(f"{key:<28} {value}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
-    ok = (report["max_abs_logprob_gap"] <= args.tolerance
-          and report["versions_seen_after_update"] == [report["version_after_update"]])
+    ok = report["max_abs_logprob_gap"] <= args.tolerance and report["versions_seen_after_update"] == [
+        report["version_after_update"]
+    ]
     print("SMOKE OK" if ok else "SMOKE FAILED")
     raise SystemExit(0 if ok else 1)
 

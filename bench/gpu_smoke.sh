@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU smoke test of the SGLang backend: start a real SGLang server on the embedded tiny model (no download),
+# GPU smoke test of SGLangGenerator: start a real SGLang server on the embedded tiny model (no download),
 # run a short BabyAI rollout through SGLangGenerator, check the sampled log-probs against transformers and a
 # weight update (update_weights_from_disk bumps the version of later tokens). Needs a CUDA GPU and sglang
 # (`pip install -e ".[sglang]"`). Extra arguments go to bench/generation_smoke.py.
@@ -34,5 +34,5 @@ for _ in $(seq 1 300); do
 done
 curl -sf "http://127.0.0.1:$port/health_generate" >/dev/null || { echo "[gpu_smoke] SGLang not healthy" >&2; exit 1; }
 
-python bench/generation_smoke.py --backend sglang --model "$out/policy" --urls "http://127.0.0.1:$port" \
+python bench/generation_smoke.py --generator sglang --model "$out/policy" --urls "http://127.0.0.1:$port" \
   --tolerance "$tolerance" --json "$out/smoke.json" "$@"

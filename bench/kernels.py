@@ -76,16 +76,27 @@ def logprob_child(variant: str, threads: int, n: int, h: int, v: int) -> dict:
     torch.autograd.backward((logp, entropy), (g_logp, g_ent))
     seconds = time.perf_counter() - start
     checksum = [float(logp.sum()), float(entropy.sum()), float(hidden.grad.norm()), float(weight.grad.norm())]
-    return {"variant": variant, "seconds": seconds, "peak_above_inputs_mb": _peak_rss_mb() - base,
-            "inputs_rss_mb": base, "checksum": checksum}
+    return {
+        "variant": variant,
+        "seconds": seconds,
+        "peak_above_inputs_mb": _peak_rss_mb() - base,
+        "inputs_rss_mb": base,
+        "checksum": checksum,
+    }
 
 
 def bench_logprob(repeats: int, threads: int, shape: dict) -> dict:
     runs: dict[str, list[dict]] = {"naive": [], "fused": []}
     for _ in range(repeats):
         for variant in runs:
-            cmd = [sys.executable, __file__, "--child", variant, f"--threads={threads}",
-                   *(f"--{k}={val}" for k, val in shape.items())]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                variant,
+                f"--threads={threads}",
+                *(f"--{k}={val}" for k, val in shape.items()),
+            ]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             runs[variant].append(json.loads(out.strip().splitlines()[-1]))
     naive, fused = runs["naive"][0]["checksum"], runs["fused"][0]["checksum"]
@@ -144,8 +155,13 @@ def bench_gae(repeats: int, rows: int = 64, steps: int = 4096) -> dict:
         loop_s.append(_median_seconds(lambda: gae_loop(rewards, values, mask, 0.99, 0.95), 1))
         ours_s.append(_median_seconds(lambda: gae(rewards, values, mask, 0.99, 0.95), 3))
     loop_t, ours_t = statistics.median(loop_s), statistics.median(ours_s)
-    return {"gae_rows": rows, "gae_steps": steps, "gae_loop_ms": loop_t * 1e3, "gae_ms": ours_t * 1e3,
-            "gae_speedup_vs_loop": loop_t / ours_t}
+    return {
+        "gae_rows": rows,
+        "gae_steps": steps,
+        "gae_loop_ms": loop_t * 1e3,
+        "gae_ms": ours_t * 1e3,
+        "gae_speedup_vs_loop": loop_t / ours_t,
+    }
 
 
 def bench_gpu(shape: dict) -> dict:
@@ -181,9 +197,15 @@ def bench_gpu(shape: dict) -> dict:
     copy = torch.empty_like(big)
     copy_ms = do_bench(lambda: copy.copy_(big))
     copy_gbs = 2 * big.numel() / copy_ms / 1e6
-    return {"gpu_name": torch.cuda.get_device_name(), "gpu_matmul_bf16_tflops": matmul_tflops,
-            "gpu_logprob_fwd_bwd_tflops": fused_tflops, "gpu_logprob_fraction_of_matmul": fused_tflops / matmul_tflops,
-            "gpu_gae_gbs": gae_gbs, "gpu_copy_gbs": copy_gbs, "gpu_gae_fraction_of_copy": gae_gbs / copy_gbs}
+    return {
+        "gpu_name": torch.cuda.get_device_name(),
+        "gpu_matmul_bf16_tflops": matmul_tflops,
+        "gpu_logprob_fwd_bwd_tflops": fused_tflops,
+        "gpu_logprob_fraction_of_matmul": fused_tflops / matmul_tflops,
+        "gpu_gae_gbs": gae_gbs,
+        "gpu_copy_gbs": copy_gbs,
+        "gpu_gae_fraction_of_copy": gae_gbs / copy_gbs,
+    }
 
 
 def main() -> None:
@@ -192,8 +214,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="naive/fused log-prob pairs to run (each is slow)")
     parser.add_argument("--gae-repeats", type=int, default=7)
     parser.add_argument("--skip-logprob", action="store_true")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                        help="torch intra-op threads for every CPU figure (use 1 when another job shares the cores)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=torch.get_num_threads(),
+        help="torch intra-op threads for every CPU figure (use 1 when another job shares the cores)",
+    )
     parser.add_argument("--child", choices=["naive", "fused"], help=argparse.SUPPRESS)
     for key, val in SHAPE.items():
         parser.add_argument(f"--{key}", type=int, default=val)

@@ -72,8 +72,9 @@ class Workload:
         rng = np.random.default_rng(config.seed)
         n, t = config.episodes, config.max_turns
         self.turns = rng.integers(1, t + 1, size=n)
-        self.tokens = np.maximum(1, _lognormal(rng, config.tokens_median, config.tokens_p99, config.tokens_cap,
-                                               (n, t)).astype(np.int64))
+        self.tokens = np.maximum(
+            1, _lognormal(rng, config.tokens_median, config.tokens_p99, config.tokens_cap, (n, t)).astype(np.int64)
+        )
         self.latency_s = _lognormal(rng, config.env_median_s, config.env_p99_s, config.env_cap_s, (n, t))
 
     @property
@@ -149,8 +150,13 @@ class _Sequence:
 class LatencyModelGenerator(Generator):
     """A continuous-batching server simulated in real time (see the module invariants)."""
 
-    def __init__(self, workload: Workload, tokens_of: Callable[[GenerateRequest], int] | None = None,
-                 zero_cost: bool = False, token_id: int = 5):
+    def __init__(
+        self,
+        workload: Workload,
+        tokens_of: Callable[[GenerateRequest], int] | None = None,
+        zero_cost: bool = False,
+        token_id: int = 5,
+    ):
         self.workload = workload
         self.tokens_of = tokens_of or workload.tokens_for
         self.zero_cost = zero_cost
@@ -177,9 +183,13 @@ class LatencyModelGenerator(Generator):
 
     def _result(self, seq: _Sequence, n: int) -> GenerateResult:
         stop = seq.request.sampling.max_new_tokens > n
-        return GenerateResult(request_id=seq.request.request_id, output_ids=[self.token_id] * n,
-                              logprobs=[0.0] * n, versions=[self._version] * n,
-                              finish_reason="stop" if stop else "length")
+        return GenerateResult(
+            request_id=seq.request.request_id,
+            output_ids=[self.token_id] * n,
+            logprobs=[0.0] * n,
+            versions=[self._version] * n,
+            finish_reason="stop" if stop else "length",
+        )
 
     async def generate(self, request: GenerateRequest) -> GenerateResult:
         n = max(1, min(self.tokens_of(request), request.sampling.max_new_tokens))

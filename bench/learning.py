@@ -53,14 +53,20 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), dpi=110, sharey=True)
-    for ax, (title, runs) in zip(axes, (("algorithms", results["algorithms"]), ("turn-cap schedules (GRPO)",
-                                                                               results["schedules"])), strict=True):
+    for ax, (title, runs) in zip(
+        axes, (("algorithms", results["algorithms"]), ("turn-cap schedules (GRPO)", results["schedules"])), strict=True
+    ):
         for name, res in runs.items():
             train = res["train_success"]
-            smooth = [sum(train[max(0, i - 9): i + 1]) / len(train[max(0, i - 9): i + 1]) for i in range(len(train))]
+            smooth = [sum(train[max(0, i - 9) : i + 1]) / len(train[max(0, i - 9) : i + 1]) for i in range(len(train))]
             (line,) = ax.plot(range(1, len(train) + 1), smooth, label=f"{name} (train, 10-step mean)")
-            ax.plot([e["step"] for e in res["evals"]], [e["success_rate"] for e in res["evals"]], "o--",
-                    color=line.get_color(), alpha=0.8)
+            ax.plot(
+                [e["step"] for e in res["evals"]],
+                [e["success_rate"] for e in res["evals"]],
+                "o--",
+                color=line.get_color(),
+                alpha=0.8,
+            )
         ax.set_title(f"{title}: train success (lines), held-out (dots)")
         ax.set_xlabel("training step")
         ax.grid(alpha=0.3)
@@ -86,8 +92,12 @@ def main() -> None:
     steps = 4 if args.quick else args.steps
     out = Path(args.out)
     base = demo_config("babyai", steps=0, seed=args.seed, out=str(out / "base"))
-    eval_cfg = EvalConfig(tasks=20 if args.quick else base.eval.tasks, turn_cap=args.large_cap,
-                          temperature=base.eval.temperature, every=0 if args.quick else 40)
+    eval_cfg = EvalConfig(
+        tasks=20 if args.quick else base.eval.tasks,
+        turn_cap=args.large_cap,
+        temperature=base.eval.temperature,
+        every=0 if args.quick else 40,
+    )
     base = msgspec.structs.replace(base, eval=eval_cfg)
     start = time.perf_counter()
     Trainer(base).run()  # warm-up once; every run below starts from this base model
@@ -96,23 +106,35 @@ def main() -> None:
     def config(name: str, algo: str, curriculum: CurriculumConfig):
         episode = msgspec.structs.replace(base.rollout.episode, turn_cap=args.large_cap)
         return msgspec.structs.replace(
-            base, steps=steps, out=str(out / name), model=ModelConfig(path=base_model),
-            algo=msgspec.structs.replace(base.algo, name=algo), curriculum=curriculum,
+            base,
+            steps=steps,
+            out=str(out / name),
+            model=ModelConfig(path=base_model),
+            algo=msgspec.structs.replace(base.algo, name=algo),
+            curriculum=curriculum,
             rollout=msgspec.structs.replace(base.rollout, episode=episode),
         )
 
-    results: dict = {"env": "babyai", "level": base.env.options["level"], "steps": steps,
-                     "heldout_tasks": eval_cfg.tasks, "eval_turn_cap": args.large_cap,
-                     "eval_temperature": eval_cfg.temperature, "decoding": "valid-action constrained",
-                     "algorithms": {}, "schedules": {}}
+    results: dict = {
+        "env": "babyai",
+        "level": base.env.options["level"],
+        "steps": steps,
+        "heldout_tasks": eval_cfg.tasks,
+        "eval_turn_cap": args.large_cap,
+        "eval_temperature": eval_cfg.temperature,
+        "decoding": "valid-action constrained",
+        "algorithms": {},
+        "schedules": {},
+    }
     for algo in args.algos.split(","):
         results["algorithms"][algo] = run(config(algo, algo, CurriculumConfig()), algo)
     small, large = args.small_cap, args.large_cap
     middle = (small + large) // 2
     schedules = {
         f"fixed_{small}": CurriculumConfig(kind="fixed", caps=(small,)),
-        f"scaling_inter_{small}_{middle}_{large}": CurriculumConfig(kind="scaling_inter", caps=(small, middle, large),
-                                                                   stage_steps=max(1, steps // 3)),
+        f"scaling_inter_{small}_{middle}_{large}": CurriculumConfig(
+            kind="scaling_inter", caps=(small, middle, large), stage_steps=max(1, steps // 3)
+        ),
     }
     for name, curriculum in schedules.items():
         results["schedules"][name] = run(config(name, "grpo", curriculum), name)
@@ -121,15 +143,19 @@ def main() -> None:
     results["total_seconds"] = time.perf_counter() - start
 
     print()
-    print(f"BabyAI {results['level']}, {steps} steps, held-out {eval_cfg.tasks} tasks at cap {large} "
-          f"(T={eval_cfg.temperature:g}; sampled T=1 in brackets)")
+    print(
+        f"BabyAI {results['level']}, {steps} steps, held-out {eval_cfg.tasks} tasks at cap {large} "
+        f"(T={eval_cfg.temperature:g}; sampled T=1 in brackets)"
+    )
     print(f"{'run':<24}{'initial':>16}{'final':>16}{'gain':>8}{'wall s':>9}")
     for group in ("algorithms", "schedules"):
         for name, r in results[group].items():
             gain = r["final_success"] - r["initial_success"]
-            print(f"{name:<24}{r['initial_success']:>7.3f} ({r['initial_success_sampled']:.3f})"
-                  f"{r['final_success']:>7.3f} ({r['final_success_sampled']:.3f})"
-                  f"{gain:>+8.3f}{r['wall_seconds']:>9.0f}")
+            print(
+                f"{name:<24}{r['initial_success']:>7.3f} ({r['initial_success_sampled']:.3f})"
+                f"{r['final_success']:>7.3f} ({r['final_success_sampled']:.3f})"
+                f"{gain:>+8.3f}{r['wall_seconds']:>9.0f}"
+            )
     out.mkdir(parents=True, exist_ok=True)
     plot(results, out / "learning.png")
     print(f"plot: {out / 'learning.png'}")

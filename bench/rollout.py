@@ -61,9 +61,12 @@ def babyai_chat() -> tuple[ChatFormat, object]:
 # ---- workload (b) ----------------------------------------------------------------------------------
 def synthetic_episode_config(wl: Workload) -> EpisodeConfig:
     c = wl.config
-    return EpisodeConfig(turn_cap=c.max_turns, max_new_tokens=c.tokens_cap,
-                         max_total_tokens=(c.tokens_cap + 64) * (c.max_turns + 1),
-                         env_timeout_s=2 * c.env_cap_s * c.time_scale + 1.0)
+    return EpisodeConfig(
+        turn_cap=c.max_turns,
+        max_new_tokens=c.tokens_cap,
+        max_total_tokens=(c.tokens_cap + 64) * (c.max_turns + 1),
+        env_timeout_s=2 * c.env_cap_s * c.time_scale + 1.0,
+    )
 
 
 async def synthetic_run(wl: Workload, chat: ChatFormat, mode: str, zero: bool = False) -> dict:
@@ -85,8 +88,10 @@ async def synthetic_run(wl: Workload, chat: ChatFormat, mode: str, zero: bool = 
     tokens = sum(t.num_policy_tokens for t in trajs)
     bad = [t.end_reason for t in trajs if t.end_reason != "done"]
     if bad or steps != wl.total_steps or tokens != wl.total_tokens:
-        raise RuntimeError(f"{mode}: the run did not do the planned work ({len(bad)} not done: {bad[:3]}, "
-                           f"{steps}/{wl.total_steps} steps, {tokens}/{wl.total_tokens} tokens)")
+        raise RuntimeError(
+            f"{mode}: the run did not do the planned work ({len(bad)} not done: {bad[:3]}, "
+            f"{steps}/{wl.total_steps} steps, {tokens}/{wl.total_tokens} tokens)"
+        )
     return {
         "wall_s": wall,
         "cpu_s": cpu,
@@ -107,17 +112,20 @@ def workload_b(args, chat: ChatFormat) -> dict:
     if args.quick:
         base = msgspec.structs.replace(base, episodes=512)
     wl = Workload(base)
-    print(f"[rollout] (b) {base.episodes} episodes, {base.slots} slots, {wl.total_steps} env steps, "
-          f"{wl.total_tokens} tokens, time scale {base.time_scale:g}", flush=True)
-    out = {"time_scale": base.time_scale, "episodes": base.episodes, "slots": base.slots,
-           "ideal_s": wl.ideal_seconds()}
+    print(
+        f"[rollout] (b) {base.episodes} episodes, {base.slots} slots, {wl.total_steps} env steps, "
+        f"{wl.total_tokens} tokens, time scale {base.time_scale:g}",
+        flush=True,
+    )
+    out = {"time_scale": base.time_scale, "episodes": base.episodes, "slots": base.slots, "ideal_s": wl.ideal_seconds()}
     out["async"] = asyncio.run(synthetic_run(wl, chat, "async"))
     print(f"[rollout] (b) async done in {out['async']['wall_s']:.1f} s", flush=True)
     out["sync"] = asyncio.run(synthetic_run(wl, chat, "sync"))
     print(f"[rollout] (b) sync done in {out['sync']['wall_s']:.1f} s", flush=True)
     zero = Workload(msgspec.structs.replace(base, episodes=1024 if args.quick else 4096))
-    out["overhead"] = [asyncio.run(synthetic_run(zero, chat, "async", zero=True))["overhead_us_per_step"]
-                       for _ in range(3)]
+    out["overhead"] = [
+        asyncio.run(synthetic_run(zero, chat, "async", zero=True))["overhead_us_per_step"] for _ in range(3)
+    ]
     many = 1024 if args.quick else 4096
     scale = Workload(msgspec.structs.replace(base, episodes=many, slots=many, time_scale=base.time_scale * 0.2))
     out["scale"] = asyncio.run(synthetic_run(scale, chat, "async"))
@@ -151,10 +159,14 @@ async def real_run(model, tokenizer, chat, family: str, tasks, mode: str, concur
     errors = [t.error for t in trajs if t.end_reason == "env_error"]
     if errors:
         raise RuntimeError(f"{family} {mode}: env errors: {errors[:3]}")
-    return {"wall_s": wall, "env_steps_per_s": steps / wall,
-            "tokens_per_s": sum(t.num_policy_tokens for t in trajs) / wall,
-            "generator_busy_fraction": generator.busy_seconds / wall,
-            "mean_running_batch": generator.batched_requests / max(generator.batches, 1)}
+    batcher = generator.engine.batcher  # rows sampled per forward (prefill or decode step) of the continuous batch
+    return {
+        "wall_s": wall,
+        "env_steps_per_s": steps / wall,
+        "tokens_per_s": sum(t.num_policy_tokens for t in trajs) / wall,
+        "generator_busy_fraction": generator.busy_seconds / wall,
+        "mean_running_batch": batcher.tokens / max(batcher.steps, 1),
+    }
 
 
 def workload_a(args, chat, tokenizer) -> dict:
@@ -177,30 +189,43 @@ def workload_a(args, chat, tokenizer) -> dict:
 
 def table(results: dict) -> str:
     b = results["b"]
-    lines = [f"workload (b), synthetic agentic, time scale {b['time_scale']:g} ({b['episodes']} episodes, "
-             f"{b['slots']} slots; ideal {b['ideal_s']:.1f} s)",
-             f"{'mode':<8}{'wall s':>9}{'busy':>7}{'batch':>8}{'steps/s':>10}{'tokens/s':>11}"]
+    lines = [
+        f"workload (b), synthetic agentic, time scale {b['time_scale']:g} ({b['episodes']} episodes, "
+        f"{b['slots']} slots; ideal {b['ideal_s']:.1f} s)",
+        f"{'mode':<8}{'wall s':>9}{'busy':>7}{'batch':>8}{'steps/s':>10}{'tokens/s':>11}",
+    ]
     for mode in ("async", "sync"):
         r = b[mode]
-        lines.append(f"{mode:<8}{r['wall_s']:>9.1f}{r['generator_busy_fraction']:>7.2f}"
-                     f"{r['mean_running_batch']:>8.1f}{r['env_steps_per_s']:>10.0f}{r['tokens_per_s']:>11.0f}")
+        lines.append(
+            f"{mode:<8}{r['wall_s']:>9.1f}{r['generator_busy_fraction']:>7.2f}"
+            f"{r['mean_running_batch']:>8.1f}{r['env_steps_per_s']:>10.0f}{r['tokens_per_s']:>11.0f}"
+        )
     s = results["summary"]
-    lines += [f"async_speedup {s['async_speedup']:.2f}  efficiency_vs_ideal {s['efficiency_vs_ideal']:.3f}  "
-              f"overhead_us_per_step {s['overhead_us_per_step']:.1f} (median of 3, zero-latency env, zero-cost "
-              f"generator)",
-              f"{s['max_concurrent_episodes']} episodes at once (time scale {b['scale']['time_scale']:g}): "
-              f"wall {b['scale']['wall_s']:.1f} s, peak_rss_mb {s['peak_rss_mb']:.0f}"]
+    lines += [
+        f"async_speedup {s['async_speedup']:.2f}  efficiency_vs_ideal {s['efficiency_vs_ideal']:.3f}  "
+        f"overhead_us_per_step {s['overhead_us_per_step']:.1f} (median of 3, zero-latency env, zero-cost "
+        f"generator)",
+        f"{s['max_concurrent_episodes']} episodes at once (time scale {b['scale']['time_scale']:g}): "
+        f"wall {b['scale']['wall_s']:.1f} s, peak_rss_mb {s['peak_rss_mb']:.0f}",
+    ]
     for family, a in results["a"].items():
-        lines += ["", f"workload (a), real {' '.join([family, *map(str, REAL_ENVS[family][0].values())])} + embedded "
-                  f"tiny model (untrained), "
-                  f"{a['episodes']} episodes, {a['slots']} slots, turn cap {a['turn_cap']}",
-                  f"{'mode':<14}{'wall s':>9}{'busy':>7}{'batch':>8}{'steps/s':>10}{'tokens/s':>11}"]
+        lines += [
+            "",
+            f"workload (a), real {' '.join([family, *map(str, REAL_ENVS[family][0].values())])} + embedded "
+            f"tiny model (untrained), "
+            f"{a['episodes']} episodes, {a['slots']} slots, turn cap {a['turn_cap']}",
+            f"{'mode':<14}{'wall s':>9}{'busy':>7}{'batch':>8}{'steps/s':>10}{'tokens/s':>11}",
+        ]
         for mode in ("async", "async+workers", "sync"):
             r = a[mode]
-            lines.append(f"{mode:<14}{r['wall_s']:>9.1f}{r['generator_busy_fraction']:>7.2f}"
-                         f"{r['mean_running_batch']:>8.1f}{r['env_steps_per_s']:>10.1f}{r['tokens_per_s']:>11.0f}")
-        lines.append(f"async_speedup (a, {family}) {a['sync']['wall_s'] / a['async']['wall_s']:.2f} in-process envs, "
-                     f"{a['sync']['wall_s'] / a['async+workers']['wall_s']:.2f} with 2 EnvWorker processes")
+            lines.append(
+                f"{mode:<14}{r['wall_s']:>9.1f}{r['generator_busy_fraction']:>7.2f}"
+                f"{r['mean_running_batch']:>8.1f}{r['env_steps_per_s']:>10.1f}{r['tokens_per_s']:>11.0f}"
+            )
+        lines.append(
+            f"async_speedup (a, {family}) {a['sync']['wall_s'] / a['async']['wall_s']:.2f} in-process envs, "
+            f"{a['sync']['wall_s'] / a['async+workers']['wall_s']:.2f} with 2 EnvWorker processes"
+        )
     missing = [f for f in REAL_ENVS if f not in results["a"]]
     if missing:
         lines.append(f"(a) not run, not in the repository: {', '.join(missing)}")
@@ -211,8 +236,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--time-scale", type=float, default=None,
-                        help="shrinks every latency of workload (b) (default 0.25, --quick 0.05)")
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=None,
+        help="shrinks every latency of workload (b) (default 0.25, --quick 0.05)",
+    )
     parser.add_argument("--skip-a", action="store_true", help="only workload (b)")
     args = parser.parse_args()
     if args.time_scale is None:

@@ -36,8 +36,15 @@ async def train(model_dir: str, steps: int, lr: float, constrained: bool) -> lis
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     episode = EpisodeConfig(turn_cap=4, max_new_tokens=16, constrain_to_valid_actions=constrained)
     rewards = []
-    async with RolloutEngine(model=model, tokenizer=tokenizer, env="babyai", episode=episode,
-                             prompts_per_step=4, group_size=4, advantage="grpo") as engine:
+    async with RolloutEngine(
+        model=model,
+        tokenizer=tokenizer,
+        env="babyai",
+        episode=episode,
+        prompts_per_step=4,
+        group_size=4,
+        advantage="grpo",
+    ) as engine:
         async for batch in engine.batches(steps):
             model.train()
             logp = token_logprobs(model, batch.input_ids, batch.attention_mask)
@@ -50,8 +57,11 @@ async def train(model_dir: str, steps: int, lr: float, constrained: bool) -> lis
             model.eval()
             await engine.weights_updated()  # the engine generates with this same model object
             rewards.append(float(batch.rewards.mean()))
-            print(f"step {batch.step}: {len(batch.trajectories)} episodes, mean reward {rewards[-1]:.3f}, "
-                  f"loss {float(loss):.4f}", flush=True)
+            print(
+                f"step {batch.step}: {len(batch.trajectories)} episodes, mean reward {rewards[-1]:.3f}, "
+                f"loss {float(loss):.4f}",
+                flush=True,
+            )
     return rewards
 
 

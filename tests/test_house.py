@@ -96,8 +96,10 @@ def test_the_checker_catches_a_climb(tmp_path, monkeypatch):
     (fake / "models" / "good.py").write_text("from turnrl.kernels import logprob\nfrom . import bad\n")
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
     bad = climbing_imports(sorted(fake.rglob("*.py")))
-    assert bad == ["turnrl/kernels/bad.py:2: turnrl.kernels imports turnrl.engine.training",
-                   "turnrl/models/bad.py:1: turnrl.models imports turnrl.envs.base"]
+    assert bad == [
+        "turnrl/kernels/bad.py:2: turnrl.kernels imports turnrl.engine.training",
+        "turnrl/models/bad.py:1: turnrl.models imports turnrl.envs.base",
+    ]
 
 
 def test_every_module_is_in_a_room():
@@ -107,9 +109,11 @@ def test_every_module_is_in_a_room():
 
 @pytest.mark.parametrize("module", ["turnrl.config", "turnrl.config.toml_file", "turnrl.errors", "turnrl.protocol"])
 def test_leaves_import_without_torch(module):
-    code = (f"import sys, {module}\n"
-            "heavy = sorted(m for m in ('torch', 'transformers', 'numpy', 'zmq') if m in sys.modules)\n"
-            "assert not heavy, heavy\n")
+    code = (
+        f"import sys, {module}\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'numpy', 'zmq') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
 

@@ -41,10 +41,27 @@ from turnrl.protocol import (
 
 CALLS = sorted(ServiceCall.__subclasses__(), key=lambda cls: cls.__name__)
 REPLIES = sorted(ServiceReply.__subclasses__(), key=lambda cls: cls.__name__)
-MESSAGES = [Task, SamplingParams, GenerateRequest, GenerateResult, EnvResult, Turn, Trajectory, *CALLS, *REPLIES,
-            TensorData, EnvCall, EnvReply, WorkerHeartbeat]
-UNIONS = {**dict.fromkeys(CALLS, ServiceCallKind), **dict.fromkeys(REPLIES, ServiceReplyKind),
-          EnvReply: WorkerMessage, WorkerHeartbeat: WorkerMessage}
+MESSAGES = [
+    Task,
+    SamplingParams,
+    GenerateRequest,
+    GenerateResult,
+    EnvResult,
+    Turn,
+    Trajectory,
+    *CALLS,
+    *REPLIES,
+    TensorData,
+    EnvCall,
+    EnvReply,
+    WorkerHeartbeat,
+]
+UNIONS = {
+    **dict.fromkeys(CALLS, ServiceCallKind),
+    **dict.fromkeys(REPLIES, ServiceReplyKind),
+    EnvReply: WorkerMessage,
+    WorkerHeartbeat: WorkerMessage,
+}
 SETTINGS = settings(max_examples=50, deadline=None, database=None)
 OMIT = object()
 
@@ -118,8 +135,11 @@ def wrong_value(tp):
 
 # ---- coverage ------------------------------------------------------------------------------------------
 def test_every_message_type_is_covered():
-    defined = {cls for _, cls in inspect.getmembers(protocol, inspect.isclass)
-               if issubclass(cls, msgspec.Struct) and cls.__module__ == protocol.__name__}
+    defined = {
+        cls
+        for _, cls in inspect.getmembers(protocol, inspect.isclass)
+        if issubclass(cls, msgspec.Struct) and cls.__module__ == protocol.__name__
+    }
     assert defined - {ServiceCall, ServiceReply} == set(MESSAGES)
     assert len(CALLS) >= 7 and len(REPLIES) >= 4
 

@@ -16,8 +16,9 @@ from typing import Annotated
 import click
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Multi-turn RL for LLM agents.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Multi-turn RL for LLM agents."
+)
 
 
 class UsageFailure(Exception):
@@ -53,8 +54,11 @@ def serve_env(
 
     import uvicorn
 
-    print(f"turnrl: serving {family} on http://{host}:{port} (max {max_envs} envs, idle timeout {idle_timeout:g} s)",
-          file=sys.stderr, flush=True)
+    print(
+        f"turnrl: serving {family} on http://{host}:{port} (max {max_envs} envs, idle timeout {idle_timeout:g} s)",
+        file=sys.stderr,
+        flush=True,
+    )
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
@@ -97,8 +101,9 @@ def _default_out(env: str) -> str:
 def train(
     env: str = typer.Option("babyai", help="Environment family."),
     algo: str = typer.Option("grpo", help="Algorithm (advantage estimator)."),
-    model: str | None = typer.Option(None, help="Local Hugging Face model directory (default: build the embedded "
-                                                "tiny model with a format warm-up)."),
+    model: str | None = typer.Option(
+        None, help="Local Hugging Face model directory (default: build the embedded tiny model with a format warm-up)."
+    ),
     steps: int | None = typer.Option(None, help="RL steps (default: the env's demo length)."),
     seed: int = typer.Option(0, help="Random seed."),
     out: str | None = typer.Option(None, help="Run directory (default: runs/ENV-TIMESTAMP)."),
@@ -106,16 +111,25 @@ def train(
     curriculum: str = typer.Option("fixed", help="Turn-cap curriculum: fixed, scaling_inter or adaptive."),
     curriculum_caps: str | None = typer.Option(None, help="Comma-separated turn caps (default: the env's)."),
     curriculum_scale: float = typer.Option(1.0, help="Multiplies the steps per curriculum stage."),
-    generator: str = typer.Option("local", help="Where generations come from: local (in process), service (a "
-                                                "GenerationService process over ZeroMQ) or sglang."),
-    sglang_urls: str | None = typer.Option(None, help="Comma-separated SGLang server base URLs "
-                                                      "(with --generator sglang)."),
-    resume: bool = typer.Option(False, help="Continue the run in --out from its latest checkpoint (its saved "
-                                            "config is used; --steps may extend it)."),
-    config_file: str | None = typer.Option(None, "--config", help="A TOML run config (see examples/); --steps, "
-                                                                  "--seed and --out still apply."),
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override one config key, e.g. --set "
-                                                                 "algo.learner.clip_high=0.28 (repeatable).")] = None,
+    generator: str = typer.Option(
+        "local",
+        help="Where generations come from: local (in process), service (a "
+        "GenerationService process over ZeroMQ) or sglang.",
+    ),
+    sglang_urls: str | None = typer.Option(
+        None, help="Comma-separated SGLang server base URLs (with --generator sglang)."
+    ),
+    resume: bool = typer.Option(
+        False,
+        help="Continue the run in --out from its latest checkpoint (its saved config is used; --steps may extend it).",
+    ),
+    config_file: str | None = typer.Option(
+        None, "--config", help="A TOML run config (see examples/); --steps, --seed and --out still apply."
+    ),
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override one config key, e.g. --set algo.learner.clip_high=0.28 (repeatable)."),
+    ] = None,
 ) -> None:
     """Train a policy with multi-turn RL and evaluate it on held-out tasks."""
     import msgspec
@@ -143,22 +157,37 @@ def train(
                 raise ValueError("--resume continues with the run's saved config; --config and --set do not apply")
             config = _saved_config(out, steps)
         elif config_file is not None:
-            flags = {"--env": env != "babyai", "--algo": algo != "grpo", "--model": model is not None,
-                     "--level": level is not None, "--curriculum": curriculum != "fixed",
-                     "--curriculum-caps": curriculum_caps is not None, "--curriculum-scale": curriculum_scale != 1.0,
-                     "--generator": generator != "local", "--sglang-urls": sglang_urls is not None}
+            flags = {
+                "--env": env != "babyai",
+                "--algo": algo != "grpo",
+                "--model": model is not None,
+                "--level": level is not None,
+                "--curriculum": curriculum != "fixed",
+                "--curriculum-caps": curriculum_caps is not None,
+                "--curriculum-scale": curriculum_scale != 1.0,
+                "--generator": generator != "local",
+                "--sglang-urls": sglang_urls is not None,
+            }
             if any(flags.values()):
                 given = ", ".join(name for name, on in flags.items() if on)
-                raise ValueError(f"{given} cannot be combined with --config: set the key in the file or with --set "
-                                 "(e.g. --set env.family=textcraft)")
+                raise ValueError(
+                    f"{given} cannot be combined with --config: set the key in the file or with --set "
+                    "(e.g. --set env.family=textcraft)"
+                )
             config = _file_config(config_file, set_ or [], steps=steps, seed=seed, out=out)
         else:
-            config = demo_config(env, algo=algo, model=model, steps=steps, seed=seed,
-                                 out=out or _default_out(env), level=level,
-                                 curriculum=CurriculumConfig(kind=curriculum, caps=caps, scale=curriculum_scale))
+            config = demo_config(
+                env,
+                algo=algo,
+                model=model,
+                steps=steps,
+                seed=seed,
+                out=out or _default_out(env),
+                level=level,
+                curriculum=CurriculumConfig(kind=curriculum, caps=caps, scale=curriculum_scale),
+            )
             serving = GeneratorConfig(kind=generator, urls=tuple(u for u in (sglang_urls or "").split(",") if u))
-            config = msgspec.structs.replace(config, rollout=msgspec.structs.replace(config.rollout,
-                                                                                     generator=serving))
+            config = msgspec.structs.replace(config, rollout=msgspec.structs.replace(config.rollout, generator=serving))
             if set_:
                 config = config_file_load(None, set_, base=config)
         if config.model.path is not None:
@@ -187,10 +216,13 @@ def eval_(
     tasks: int | None = typer.Option(None, help="Evaluate the first N tasks of the split (default: all)."),
     turn_cap: int | None = typer.Option(None, help="Turn cap (default: the run's eval cap, else the env's)."),
     temperature: float = typer.Option(1.0, help="Sampling temperature."),
-    decoding: str = typer.Option("auto", help="auto (a run's own decoding; free text for a model directory), "
-                                              "constrained (valid actions only) or free."),
-    level: str | None = typer.Option(None, help="BabyAI level (default: the run's, else GoToLocal; 'all': "
-                                                "AgentGym's 40 levels)."),
+    decoding: str = typer.Option(
+        "auto",
+        help="auto (a run's own decoding; free text for a model directory), constrained (valid actions only) or free.",
+    ),
+    level: str | None = typer.Option(
+        None, help="BabyAI level (default: the run's, else GoToLocal; 'all': AgentGym's 40 levels)."
+    ),
     seed: int = typer.Option(0, help="Sampling seed."),
     device: str = typer.Option("auto", help="auto (cuda when available), cpu or cuda."),
     json_path: str | None = typer.Option(None, "--json", help="Write the report (with every episode) as JSON."),
@@ -206,9 +238,20 @@ def eval_(
 
     try:
         get_env_spec(env)
-        cfg = EvalAtKConfig(model=model, env=env, split=split, k=k, n=n, tasks=tasks, turn_cap=turn_cap,
-                            temperature=temperature, decoding=decoding, seed=seed,
-                            options={"level": level} if level is not None else {}, device=device)
+        cfg = EvalAtKConfig(
+            model=model,
+            env=env,
+            split=split,
+            k=k,
+            n=n,
+            tasks=tasks,
+            turn_cap=turn_cap,
+            temperature=temperature,
+            decoding=decoding,
+            seed=seed,
+            options={"level": level} if level is not None else {},
+            device=device,
+        )
         plan = plan_eval(cfg)
     except ValueError as exc:
         _fail(str(exc))
@@ -216,8 +259,10 @@ def eval_(
     report = evaluate_at_k(plan)
 
     table = markdown_table(report["table"], report["k"])
-    header = (f"{report['env']} {report['split']}: {report['tasks']} tasks x {report['n']} samples, "
-              f"T={report['temperature']:g}, turn cap {report['turn_cap']}, {report['decoding']}\n\n")
+    header = (
+        f"{report['env']} {report['split']}: {report['tasks']} tasks x {report['n']} samples, "
+        f"T={report['temperature']:g}, turn cap {report['turn_cap']}, {report['decoding']}\n\n"
+    )
     print(header + table, end="")
     if json_path is not None:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)

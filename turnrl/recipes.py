@@ -35,9 +35,17 @@ BABYAI_DEMO = TrainConfig(
 DEMOS = {"babyai": BABYAI_DEMO}
 
 
-def demo_config(env: str, *, algo: str = "grpo", model: str | None = None, steps: int | None = None,
-                seed: int = 0, out: str = "runs/latest", level: str | None = None,
-                curriculum: CurriculumConfig | None = None) -> TrainConfig:
+def demo_config(
+    env: str,
+    *,
+    algo: str = "grpo",
+    model: str | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    out: str = "runs/latest",
+    level: str | None = None,
+    curriculum: CurriculumConfig | None = None,
+) -> TrainConfig:
     spec = get_env_spec(env)
     base = DEMOS.get(env) or TrainConfig(
         env=EnvConfig(family=env),

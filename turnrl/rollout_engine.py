@@ -57,11 +57,23 @@ class RolloutEngine:
     ``advantage``: the name of a registered estimator that needs no critic (grpo, rloo, reinforce_pp), or None.
     """
 
-    def __init__(self, *, tokenizer, env: str, model=None, generator: Generator | None = None,
-                 env_options: dict | None = None, tasks: TaskSampler | Callable[[int], list[Task]] | None = None,
-                 episode: EpisodeConfig | None = None, prompts_per_step: int = 8, group_size: int = 8,
-                 advantage: str | None = "grpo", advantage_params: AdvantageParams | None = None,
-                 concurrency: int = 1024, seed: int = 0):
+    def __init__(
+        self,
+        *,
+        tokenizer,
+        env: str,
+        model=None,
+        generator: Generator | None = None,
+        env_options: dict | None = None,
+        tasks: TaskSampler | Callable[[int], list[Task]] | None = None,
+        episode: EpisodeConfig | None = None,
+        prompts_per_step: int = 8,
+        group_size: int = 8,
+        advantage: str | None = "grpo",
+        advantage_params: AdvantageParams | None = None,
+        concurrency: int = 1024,
+        seed: int = 0,
+    ):
         if (model is None) == (generator is None):
             raise ValueError("pass exactly one of model (generated in process) or generator")
         spec = get_env_spec(env)
@@ -103,18 +115,26 @@ class RolloutEngine:
         return await self.generator.push_weights(model, self.tokenizer, staging)
 
     async def rollout(self, step: int) -> RolloutBatch:
-        trajectories = await run_episodes(self.tasks_for_step(step), self.pool, self.generator, self.chat,
-                                          self.episode, self.concurrency)
+        trajectories = await run_episodes(
+            self.tasks_for_step(step), self.pool, self.generator, self.chat, self.episode, self.concurrency
+        )
         packed = pack(trajectories, None, self.tokenizer.pad_token_id)
         advantages = None
         if self.estimator is not None:
-            inputs = advantage_inputs(trajectories, packed.loss_mask, packed.old_logprobs,
-                                      self.episode.reward_mode == "sum")
+            inputs = advantage_inputs(
+                trajectories, packed.loss_mask, packed.old_logprobs, self.episode.reward_mode == "sum"
+            )
             advantages = self.estimator.fn(inputs, self.advantage_params).advantages * packed.loss_mask
-        return RolloutBatch(step=step, input_ids=packed.input_ids, attention_mask=packed.attention_mask,
-                            loss_mask=packed.loss_mask, old_logprobs=packed.old_logprobs * packed.loss_mask,
-                            rewards=torch.tensor([t.reward for t in trajectories], dtype=torch.float32),
-                            advantages=advantages, trajectories=trajectories)
+        return RolloutBatch(
+            step=step,
+            input_ids=packed.input_ids,
+            attention_mask=packed.attention_mask,
+            loss_mask=packed.loss_mask,
+            old_logprobs=packed.old_logprobs * packed.loss_mask,
+            rewards=torch.tensor([t.reward for t in trajectories], dtype=torch.float32),
+            advantages=advantages,
+            trajectories=trajectories,
+        )
 
     async def batches(self, steps: int, first_step: int = 1) -> AsyncIterator[RolloutBatch]:
         """One batch per step; the next rollout starts when the caller asks for it (on-policy)."""

@@ -67,11 +67,15 @@ def success_svg(rows: list[dict], evals: list[dict], width: int = 720, height: i
     def y(rate: float) -> float:
         return top + (1 - rate) * (height - top - bottom)
 
-    parts = [f'<svg id="curve" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="success rate per step">']
+    parts = [
+        f'<svg id="curve" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="success rate per step">'
+    ]
     for rate in (0, 0.25, 0.5, 0.75, 1):
-        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(rate):.1f}" y2="{y(rate):.1f}" class="grid"/>'
-                     f'<text x="{left - 6}" y="{y(rate) + 4:.1f}" text-anchor="end">{rate:g}</text>')
+        parts.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{y(rate):.1f}" y2="{y(rate):.1f}" class="grid"/>'
+            f'<text x="{left - 6}" y="{y(rate) + 4:.1f}" text-anchor="end">{rate:g}</text>'
+        )
     for step in sorted({lo, hi, lo + span // 2}):
         parts.append(f'<text x="{x(step):.1f}" y="{height - 14}" text-anchor="middle">{step}</text>')
     parts.append(f'<text x="{(left + width - right) / 2:.0f}" y="{height - 1}" text-anchor="middle">step</text>')
@@ -81,11 +85,15 @@ def success_svg(rows: list[dict], evals: list[dict], width: int = 720, height: i
         parts.append(f'<polyline class="train" points="{points}"><title>train success (sampled)</title></polyline>')
     for e in evals:
         label = html.escape(f"held-out @ step {e['step']}: {e['success_rate']:.3f}")
-        parts.append(f'<circle class="eval" cx="{x(e["step"]):.1f}" cy="{y(e["success_rate"]):.1f}" r="4">'
-                     f"<title>{label}</title></circle>")
-    parts.append(f'<text x="{width - right}" y="{top + 10}" text-anchor="end" class="legend">'
-                 '<tspan class="train-key">&#8212; train success</tspan>  '
-                 '<tspan class="eval-key">&#9679; held-out success</tspan></text></svg>')
+        parts.append(
+            f'<circle class="eval" cx="{x(e["step"]):.1f}" cy="{y(e["success_rate"]):.1f}" r="4">'
+            f"<title>{label}</title></circle>"
+        )
+    parts.append(
+        f'<text x="{width - right}" y="{top + 10}" text-anchor="end" class="legend">'
+        '<tspan class="train-key">&#8212; train success</tspan>  '
+        '<tspan class="eval-key">&#9679; held-out success</tspan></text></svg>'
+    )
     return "".join(parts)
 
 
@@ -100,25 +108,41 @@ def render(run: dict) -> str:
     title = f"{run['name']}: {env.get('family', '?')} {env.get('options', {}).get('level', '')}".strip()
     episodes = run["episodes"]
     index = [
-        {"step": r["step"], "success": r.get("train/success_rate"), "reward": r.get("train/reward_mean"),
-         "turns": r.get("train/turns_mean"), "turn_cap": r.get("turn_cap"), "logged": len(episodes.get(r["step"], []))}
+        {
+            "step": r["step"],
+            "success": r.get("train/success_rate"),
+            "reward": r.get("train/reward_mean"),
+            "turns": r.get("train/turns_mean"),
+            "turn_cap": r.get("turn_cap"),
+            "logged": len(episodes.get(r["step"], [])),
+        }
         for r in run["rows"]
     ]
     known = {r["step"] for r in run["rows"]}
-    index += [{"step": s, "success": None, "reward": None, "turns": None, "turn_cap": None, "logged": len(eps)}
-              for s, eps in episodes.items() if s not in known]
+    index += [
+        {"step": s, "success": None, "reward": None, "turns": None, "turn_cap": None, "logged": len(eps)}
+        for s, eps in episodes.items()
+        if s not in known
+    ]
     index.sort(key=lambda row: row["step"])
-    blocks = "\n".join(f'<script type="application/json" id="step-{step}">{_script_json(eps)}</script>'
-                       for step, eps in sorted(episodes.items()))
-    meta = {"algo": config.get("algo", {}).get("name"), "steps": len(run["rows"]),
-            "evals": [[e["step"], e["success_rate"]] for e in run["evals"]]}
-    return (_PAGE.replace("__TITLE__", html.escape(title))
-            .replace("__META__", html.escape(json.dumps(meta)))
-            .replace("__SVG__", success_svg(run["rows"], run["evals"]))
-            .replace("__INDEX__", _script_json(index))
-            .replace("__BLOCKS__", blocks)
-            .replace("__STEPS_PER_PAGE__", str(STEPS_PER_PAGE))
-            .replace("__EPISODES_PER_PAGE__", str(EPISODES_PER_PAGE)))
+    blocks = "\n".join(
+        f'<script type="application/json" id="step-{step}">{_script_json(eps)}</script>'
+        for step, eps in sorted(episodes.items())
+    )
+    meta = {
+        "algo": config.get("algo", {}).get("name"),
+        "steps": len(run["rows"]),
+        "evals": [[e["step"], e["success_rate"]] for e in run["evals"]],
+    }
+    return (
+        _PAGE.replace("__TITLE__", html.escape(title))
+        .replace("__META__", html.escape(json.dumps(meta)))
+        .replace("__SVG__", success_svg(run["rows"], run["evals"]))
+        .replace("__INDEX__", _script_json(index))
+        .replace("__BLOCKS__", blocks)
+        .replace("__STEPS_PER_PAGE__", str(STEPS_PER_PAGE))
+        .replace("__EPISODES_PER_PAGE__", str(EPISODES_PER_PAGE))
+    )
 
 
 def write_view(run_dir: str | Path, out: str | Path | None = None) -> Path:

@@ -22,8 +22,16 @@ def _traj(task, reward, mask, turn_ends=None):
     n = len(mask)
     ends = turn_ends or [max(i for i, m in enumerate(mask) if m) + 1]
     turns = [Turn(action_start=e - 1, action_end=e, action_text="a", observation="o", reward=reward) for e in ends]
-    return Trajectory(task=task, token_ids=list(range(n)), loss_mask=mask, logprobs=[0.0] * n,
-                      versions=[0] * n, prompt_len=1, reward=reward, turns=turns)
+    return Trajectory(
+        task=task,
+        token_ids=list(range(n)),
+        loss_mask=mask,
+        logprobs=[0.0] * n,
+        versions=[0] * n,
+        prompt_len=1,
+        reward=reward,
+        turns=turns,
+    )
 
 
 def _inputs(trajs, per_turn=False):
@@ -194,8 +202,7 @@ def test_loss_gradient_matches_finite_differences():
     mask = torch.tensor([[1, 1, 0, 1, 1], [0, 1, 1, 1, 0]])
 
     def f(x):
-        return clipped_surrogate(x, old, adv, mask, clip_low=0.2, clip_high=0.28,
-                                 aggregation="seq-mean-token-mean")[0]
+        return clipped_surrogate(x, old, adv, mask, clip_low=0.2, clip_high=0.28, aggregation="seq-mean-token-mean")[0]
 
     f(logp).backward()
     eps = 1e-6

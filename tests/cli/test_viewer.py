@@ -48,8 +48,9 @@ async def _make_run(run: Path, model, tokenizer, chat, steps: int) -> dict[int, 
     report, _ = await evaluate(held_out, pool, generator, chat, episode)
     evals.append({"step": steps, "success_rate": report.success_rate})
     (run / "summary.json").write_text(json.dumps({"evals": evals}))
-    (run / "config.json").write_text(json.dumps({"env": {"family": "babyai", "options": {"level": "GoToLocal"}},
-                                                 "algo": {"name": "grpo"}}))
+    (run / "config.json").write_text(
+        json.dumps({"env": {"family": "babyai", "options": {"level": "GoToLocal"}}, "algo": {"name": "grpo"}})
+    )
     await pool.close()
     await generator.close()
     return by_step
@@ -73,7 +74,10 @@ def test_log_holds_each_episode_as_text(run):
             assert [t["observation"] for t in record["turns"]] == [t.observation for t in trajectory.turns]
             assert [t["reward"] for t in record["turns"]] == trajectory.turn_rewards
             assert (record["end_reason"], record["turn_cap"], record["success"]) == (
-                trajectory.end_reason, trajectory.turn_cap, trajectory.success)
+                trajectory.end_reason,
+                trajectory.turn_cap,
+                trajectory.success,
+            )
             first = BabyAIEnv("GoToLocal").reset_sync(trajectory.task.item_id)
             assert first in record["prompt"] and first.splitlines()[-1] in record["prompt"]  # the first observation
             assert "token_ids" not in record

@@ -20,13 +20,19 @@ from turnrl.recipes import demo_config
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.toml"))
 
 
-@pytest.mark.parametrize("config", [
-    TrainConfig(),
-    demo_config("babyai", algo="ppo", steps=7, seed=3, level="GoToObj"),
-    demo_config("textcraft", model="/models/some-model", curriculum=CurriculumConfig(kind="scaling_inter",
-                                                                                   caps=(10, 20, 30))),
-    demo_config("sciworld", algo="rloo", out="runs/sw"),
-])
+@pytest.mark.parametrize(
+    "config",
+    [
+        TrainConfig(),
+        demo_config("babyai", algo="ppo", steps=7, seed=3, level="GoToObj"),
+        demo_config(
+            "textcraft",
+            model="/models/some-model",
+            curriculum=CurriculumConfig(kind="scaling_inter", caps=(10, 20, 30)),
+        ),
+        demo_config("sciworld", algo="rloo", out="runs/sw"),
+    ],
+)
 def test_round_trip(config, tmp_path):
     path = tmp_path / "run.toml"
     path.write_text(dump_toml(config))
@@ -36,8 +42,18 @@ def test_round_trip(config, tmp_path):
 def test_overrides_reach_nested_structs(tmp_path):
     path = tmp_path / "run.toml"
     path.write_text(dump_toml(demo_config("babyai")))
-    config = load(path, ["algo.learner.clip_high=0.31", "rollout.episode.turn_cap=9", "env.options.level=GoToObj",
-                         "curriculum.caps=[2, 4]", "algo.name='rloo'", "steps=5", "steps=6"])
+    config = load(
+        path,
+        [
+            "algo.learner.clip_high=0.31",
+            "rollout.episode.turn_cap=9",
+            "env.options.level=GoToObj",
+            "curriculum.caps=[2, 4]",
+            "algo.name='rloo'",
+            "steps=5",
+            "steps=6",
+        ],
+    )
     assert config.algo.learner.clip_high == 0.31 and config.rollout.episode.turn_cap == 9
     assert config.env.options == {"level": "GoToObj"} and config.curriculum.caps == (2, 4)
     assert config.algo.name == "rloo" and config.steps == 6  # the later override wins
@@ -127,14 +143,47 @@ def test_cli_trains_from_a_config_and_saves_it_resolved(tmp_path, tiny_model, to
     path = tmp_path / "run.toml"
     path.write_text(dump_toml(demo_config("babyai")))
     out = tmp_path / "run"
-    result = _cli("train", "--config", str(path), "--out", str(out), "--steps", "1",
-                  "--set", f"model.path='{model}'", "--set", "rollout.prompts_per_step=2",
-                  "--set", "rollout.group_size=2", "--set", "eval.tasks=2", "--set", "rollout.episode.turn_cap=2",
-                  "--set", "eval.turn_cap=2", "--set", "algo.learner.clip_high=0.31")
+    result = _cli(
+        "train",
+        "--config",
+        str(path),
+        "--out",
+        str(out),
+        "--steps",
+        "1",
+        "--set",
+        f"model.path='{model}'",
+        "--set",
+        "rollout.prompts_per_step=2",
+        "--set",
+        "rollout.group_size=2",
+        "--set",
+        "eval.tasks=2",
+        "--set",
+        "rollout.episode.turn_cap=2",
+        "--set",
+        "eval.turn_cap=2",
+        "--set",
+        "algo.learner.clip_high=0.31",
+    )
     assert result.returncode == 0, result.stderr
     saved = msgspec.convert(json.loads((out / "config.json").read_text()), TrainConfig)
     assert saved.algo.learner.clip_high == 0.31 and saved.steps == 1 and saved.out == str(out)
     assert saved.model.path == str(model) and saved.rollout.group_size == 2
-    assert load(path, [f"model.path='{model}'", "rollout.prompts_per_step=2", "rollout.group_size=2",
-                       "eval.tasks=2", "rollout.episode.turn_cap=2", "eval.turn_cap=2",
-                       "algo.learner.clip_high=0.31", "steps=1", f"out='{out}'"]) == saved
+    assert (
+        load(
+            path,
+            [
+                f"model.path='{model}'",
+                "rollout.prompts_per_step=2",
+                "rollout.group_size=2",
+                "eval.tasks=2",
+                "rollout.episode.turn_cap=2",
+                "eval.turn_cap=2",
+                "algo.learner.clip_high=0.31",
+                "steps=1",
+                f"out='{out}'",
+            ],
+        )
+        == saved
+    )

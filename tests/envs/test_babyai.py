@@ -126,8 +126,9 @@ def test_shortest_path_faces_target():
         inner = env._env
         view = observe(inner)
         for obj in view.objects:
-            path = shortest_path(inner.grid, tuple(int(v) for v in inner.agent_pos), int(inner.agent_dir),
-                                 obj.pos, arrive=False)
+            path = shortest_path(
+                inner.grid, tuple(int(v) for v in inner.agent_pos), int(inner.agent_dir), obj.pos, arrive=False
+            )
             assert path is not None
             # replay on a copy of the state
             x, y, d = int(inner.agent_pos[0]), int(inner.agent_pos[1]), int(inner.agent_dir)

@@ -162,8 +162,10 @@ async def describe(names: list[str]) -> dict:
         finally:
             await subject.close_all()
         splits = subject.spec.splits
-        out[name] = {"first": [firsts[item] for item in subject.boundary_items()],
-                     "splits": [split_fingerprint(splits.train), split_fingerprint(splits.test)]}
+        out[name] = {
+            "first": [firsts[item] for item in subject.boundary_items()],
+            "splits": [split_fingerprint(splits.train), split_fingerprint(splits.test)],
+        }
     return out
 
 
@@ -182,8 +184,14 @@ def start_other_process(names: tuple[str, ...]) -> None:
     if names not in _OTHER:
         seed = "124" if os.environ.get("PYTHONHASHSEED") == "123" else "123"
         code = f"from tests.envs.test_env_contract import describe_main; describe_main({list(names)!r})"
-        _OTHER[names] = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                         text=True, cwd=ROOT, env={**os.environ, "PYTHONHASHSEED": seed})
+        _OTHER[names] = subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        )
 
 
 def other_process(names: tuple[str, ...]) -> dict:
@@ -355,10 +363,19 @@ async def check_close_is_safe_twice(subject: Subject) -> None:
                 raise AssertionError(f"close raised {exc!r} the {time} time on {which}") from exc
 
 
-CHECKS = (check_registry_entry, check_splits, check_reset_is_deterministic, check_step_answers_env_results,
-          check_invalid_replies_are_answered, check_invalid_replies_change_nothing, check_valid_actions,
-          check_blocking_env_sync_matches_async, check_negative_item_id_is_a_value_error, check_close_is_safe_twice,
-          check_same_in_another_process)  # last: the other process runs meanwhile
+CHECKS = (
+    check_registry_entry,
+    check_splits,
+    check_reset_is_deterministic,
+    check_step_answers_env_results,
+    check_invalid_replies_are_answered,
+    check_invalid_replies_change_nothing,
+    check_valid_actions,
+    check_blocking_env_sync_matches_async,
+    check_negative_item_id_is_a_value_error,
+    check_close_is_safe_twice,
+    check_same_in_another_process,
+)  # last: the other process runs meanwhile
 
 
 # ---- every family keeps the contract ---------------------------------------------------------------------
@@ -392,7 +409,8 @@ def check_id(check) -> str:
 
 SCIWORLD_NOT_DETERMINISTIC = (
     "SciWorld item 1 (boil, variation 1): the order of the room's objects in the first observation changes "
-    "from one reset to the next, and valid_actions_sync() names the wood cups of paint differently each call")
+    "from one reset to the next, and valid_actions_sync() names the wood cups of paint differently each call"
+)
 KNOWN_BREAKS = {  # (family, check): why the family breaks that rule today
     ("sciworld", "reset_is_deterministic"): SCIWORLD_NOT_DETERMINISTIC,
     ("sciworld", "same_in_another_process"): SCIWORLD_NOT_DETERMINISTIC,
@@ -451,8 +469,12 @@ class ToyEnv(BlockingEnv):
         return self.result(f"Unknown action {action!r}. {self.observe()}", 0.0, False)
 
     def result(self, text: str, reward: float, valid: bool) -> EnvResult:
-        return EnvResult(observation=text, reward=reward, done=self.done,
-                         info={"success": reward > 0, "score": reward, "valid": valid})
+        return EnvResult(
+            observation=text,
+            reward=reward,
+            done=self.done,
+            info={"success": reward > 0, "score": reward, "valid": valid},
+        )
 
     def valid_actions_sync(self) -> list[str]:
         return ["up", "down"]
@@ -513,8 +535,12 @@ class CloseTwiceFails(ToyEnv):
 
 
 def toy_spec(name: str, factory, splits: TaskSplits | None = None) -> EnvSpec:
-    return EnvSpec(family=name, factory=factory, splits=splits or TaskSplits(train=range(10, 50), test=range(0, 10)),
-                   default_turn_cap=4)
+    return EnvSpec(
+        family=name,
+        factory=factory,
+        splits=splits or TaskSplits(train=range(10, 50), test=range(0, 10)),
+        default_turn_cap=4,
+    )
 
 
 TOYS = {"toy": toy_spec("toy", ToyEnv), "toy-per-process": toy_spec("toy-per-process", PerProcessStart)}

@@ -147,8 +147,9 @@ def test_create_close_cycles_leave_memory_flat(babyai_server):
     ],
 )
 def test_serve_env_bad_values(args, needle):
-    result = subprocess.run([sys.executable, "-m", "turnrl.cli", "serve-env", *args], capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "turnrl.cli", "serve-env", *args], capture_output=True, text=True, timeout=60
+    )
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("turnrl: error:"), result.stderr
     assert needle in lines[0]

@@ -58,11 +58,13 @@ def test_f1_on_hand_computed_cases():
 def test_every_fact_is_stated_once_in_its_subjects_documents():
     world = build_world(3, SMALL)
     assert len({name for names in world.entities.values() for name in names}) == sum(
-        len(names) for names in world.entities.values())
+        len(names) for names in world.entities.values()
+    )
     for (subject, relation), value in world.facts.items():
         sentence = RELATIONS[relation].sentence.format(s=subject, v=value)
-        holders = [d for d in world.documents
-                   if sentence in d.text and re.search(r"(?<!\w)" + re.escape(sentence), d.text)]
+        holders = [
+            d for d in world.documents if sentence in d.text and re.search(r"(?<!\w)" + re.escape(sentence), d.text)
+        ]
         assert len(holders) == 1 and holders[0].title == subject, sentence
     with pytest.raises(ValueError, match=r"size\.people"):
         build_world(0, WorldSize(people=2))
@@ -92,10 +94,17 @@ def test_questions_have_generator_answers(env):
 
 def test_same_world_in_another_process(env):
     """First observations are the contract's (test_env_contract.py); the corpus behind the searches is this."""
-    code = ("import json; from turnrl.envs import make_env; e = make_env('search'); "
-            "print(json.dumps([len(e.world.documents), e.world.documents[-1].text, e.world.documents[7].text]))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONHASHSEED": "123"})
+    code = (
+        "import json; from turnrl.envs import make_env; e = make_env('search'); "
+        "print(json.dumps([len(e.world.documents), e.world.documents[-1].text, e.world.documents[7].text]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "123"},
+    )
     theirs = json.loads(out.stdout.strip().splitlines()[-1])
     assert theirs == [len(env.world.documents), env.world.documents[-1].text, env.world.documents[7].text]
 
@@ -164,15 +173,18 @@ def test_search_returns_formatted_passages(env):
     assert [int(i) for i, _ in docs] == [1, 2, 3] and docs[0][1] == start
 
 
-@pytest.mark.parametrize("reply, message", [
-    ("just text", "No action found"),
-    ("<search>a</search><answer>b</answer>", "Found 2 tags"),
-    ("<search>a</search> <search>b</search>", "Found 2 tags"),
-    ("<search>   </search>", "empty"),
-    ("<answer></answer>", "empty"),
-    ("<search>" + "x " * 400 + "</search>", "longer than"),
-    ("<search>unclosed", "No action found"),
-])
+@pytest.mark.parametrize(
+    "reply, message",
+    [
+        ("just text", "No action found"),
+        ("<search>a</search><answer>b</answer>", "Found 2 tags"),
+        ("<search>a</search> <search>b</search>", "Found 2 tags"),
+        ("<search>   </search>", "empty"),
+        ("<answer></answer>", "empty"),
+        ("<search>" + "x " * 400 + "</search>", "longer than"),
+        ("<search>unclosed", "No action found"),
+    ],
+)
 def test_malformed_turns_cost_the_turn_and_change_nothing(env, reply, message):
     first = env.reset_sync(42)
     result = env.step_sync(reply)
@@ -250,8 +262,9 @@ def test_http_retriever_matches_bm25_over_a_real_server(env):
                 ok, reward, _ = SearchOracle(remote_env).play(item)
                 assert ok and reward == 1.0
             scored = httpx.post(url, json={"queries": queries[:1], "topk": 2, "return_scores": True}).json()
-            assert [Passage.from_contents(h["document"]["contents"]) for h in scored["result"][0]] == \
-                env.retriever.search(queries[:1], 2)[0]
+            assert [
+                Passage.from_contents(h["document"]["contents"]) for h in scored["result"][0]
+            ] == env.retriever.search(queries[:1], 2)[0]
             for body in ([1, 2], {"topk": 3}, {"queries": "one", "topk": 3}, {"queries": ["q"], "topk": -1}):
                 bad = httpx.post(url, json=body)
                 assert bad.status_code == 422 and "error" in bad.json()
@@ -266,8 +279,10 @@ def test_http_retriever_matches_bm25_over_a_real_server(env):
 
 def test_questions_from_a_file(tmp_path, env):
     path = tmp_path / "qa.jsonl"
-    rows = [{"question": "Who founded Kakix Institute?", "golden_answers": ["Ada Lo", "A. Lo"]},
-            {"question": "In what year?", "answer": "1901"}]
+    rows = [
+        {"question": "Who founded Kakix Institute?", "golden_answers": ["Ada Lo", "A. Lo"]},
+        {"question": "In what year?", "answer": "1901"},
+    ]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     from_file = SearchEnv(retriever=env.retriever, questions_path=str(path))
     assert from_file.reset_sync(0) == "Question: Who founded Kakix Institute?"

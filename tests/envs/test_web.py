@@ -106,8 +106,10 @@ def test_program_html_cases():
     read = lambda url, loc: pages[(url, loc)]  # noqa: E731
     assert program_html([{"url": "u1", "locator": "loc", "required_contents": {"exact_match": "score: 5"}}], read) == 1
     assert program_html([{"url": "u1", "locator": "loc", "required_contents": {"exact_match": "Score: 6"}}], read) == 0
-    both = [{"url": "u1", "locator": "loc", "required_contents": {"must_include": ["5"]}},
-            {"url": "last", "locator": "", "required_contents": {"must_include": ["world", "moon |OR| hello"]}}]
+    both = [
+        {"url": "u1", "locator": "loc", "required_contents": {"must_include": ["5"]}},
+        {"url": "last", "locator": "", "required_contents": {"must_include": ["world", "moon |OR| hello"]}},
+    ]
     assert program_html(both, read) == 1
     both[1]["required_contents"] = {"must_include": ["moon"]}
     assert program_html(both, read) == 0
@@ -116,7 +118,8 @@ def test_program_html_cases():
 def test_action_grammar():
     assert parse("Action: click [12]") == WebAction("click", element=12)
     assert parse("I will type. ```type [3] [Garden Gloves [XL]] [0]```") == WebAction(
-        "type", element=3, text="Garden Gloves [XL]", press_enter=False)
+        "type", element=3, text="Garden Gloves [XL]", press_enter=False
+    )
     assert parse("Action: type [3] [lamp]").press_enter
     assert parse("Action: scroll [DOWN]") == WebAction("scroll", text="down")
     assert parse("Action: stop [Copper Kettle]").text == "Copper Kettle"
@@ -130,9 +133,12 @@ def test_action_grammar():
 
 def test_bad_actions_cost_a_turn_and_change_nothing(env):
     first = env.reset_sync(0)
-    for reply, message in (("Action: fly away", "could not parse"), ("Action: click [9999]", "no element"),
-                           ("Action: goto [http://example.com/]", "limited to"),
-                           ("Action: goto [file:///etc/passwd]", "limited to")):
+    for reply, message in (
+        ("Action: fly away", "could not parse"),
+        ("Action: click [9999]", "no element"),
+        ("Action: goto [http://example.com/]", "limited to"),
+        ("Action: goto [file:///etc/passwd]", "limited to"),
+    ):
         result = env.step_sync(reply)
         assert not result.info["valid"] and not result.done and result.reward == 0
         assert message in result.observation
@@ -210,11 +216,25 @@ def test_pool_is_bounded():
 
 
 def test_webarena_task_file_runs_unchanged(tmp_path, pool):
-    config = {"sites": ["shopping"], "task_id": 7, "require_login": False, "storage_state": None,
-              "start_url": "__SHOPPING__", "geolocation": None, "intent_template": "", "instantiation_dict": {},
-              "intent": "Open the cart.", "require_reset": False,
-              "eval": {"eval_types": ["url_match"], "reference_answers": None,
-                       "reference_url": "__SHOPPING__/cart", "program_html": [], "url_note": "GOLD in PRED"}}
+    config = {
+        "sites": ["shopping"],
+        "task_id": 7,
+        "require_login": False,
+        "storage_state": None,
+        "start_url": "__SHOPPING__",
+        "geolocation": None,
+        "intent_template": "",
+        "instantiation_dict": {},
+        "intent": "Open the cart.",
+        "require_reset": False,
+        "eval": {
+            "eval_types": ["url_match"],
+            "reference_answers": None,
+            "reference_url": "__SHOPPING__/cart",
+            "program_html": [],
+            "url_note": "GOLD in PRED",
+        },
+    }
     path = tmp_path / "7.json"
     path.write_text(json.dumps(config))
     env = WebEnv(tasks=str(path), site_urls=shared_site().site_urls, pool=pool)

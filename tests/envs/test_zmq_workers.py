@@ -53,8 +53,9 @@ async def _rollout_with_fault(chat, fault, tasks: int = 16, turn_cap: int = 6, a
         envs = EnvPool(lambda: pool.env("babyai", level="GoToLocal"))
         generator = slow_generator()
         config = EpisodeConfig(turn_cap=turn_cap, max_new_tokens=3)
-        work = asyncio.create_task(run_episodes([Task(env="babyai", item_id=i) for i in range(tasks)], envs,
-                                                generator, chat, config))
+        work = asyncio.create_task(
+            run_episodes([Task(env="babyai", item_id=i) for i in range(tasks)], envs, generator, chat, config)
+        )
         await asyncio.wait_for(_until(lambda: pool.workers[0].replies + pool.workers[1].replies >= after_replies), 30)
         victim_pid = fault(pool)
         trajectories = await work
@@ -62,8 +63,9 @@ async def _rollout_with_fault(chat, fault, tasks: int = 16, turn_cap: int = 6, a
         await asyncio.wait_for(pool.workers[0].ready.wait(), 30)
         await asyncio.wait_for(pool.workers[1].ready.wait(), 30)
         served_before = [w.replies for w in pool.workers]
-        again = await run_episodes([Task(env="babyai", item_id=100 + i) for i in range(tasks)], envs, generator,
-                                   chat, config)
+        again = await run_episodes(
+            [Task(env="babyai", item_id=100 + i) for i in range(tasks)], envs, generator, chat, config
+        )
         served_after = [w.replies for w in pool.workers]
         await generator.close()
         return trajectories, again, victim_pid, pool.pids(), pool.restarts, served_before, served_after
@@ -107,9 +109,12 @@ async def test_hung_worker_is_detected_by_heartbeat_and_restarted(chat):
 async def test_bad_frames_get_an_error_reply_and_the_worker_keeps_serving():
     async with EnvWorkerPool(EnvWorkerConfig(workers=1, heartbeat_s=0.1)) as pool:
         worker = pool.workers[0]
-        bad = [b"\xc1\xff not msgpack", encode(msgspec.Struct()) + b"x",
-               msgspec.msgpack.encode({"call_id": 1, "op": "explode", "env_id": 0}),
-               msgspec.msgpack.encode({"call_id": "one", "op": "reset", "env_id": 0})]
+        bad = [
+            b"\xc1\xff not msgpack",
+            encode(msgspec.Struct()) + b"x",
+            msgspec.msgpack.encode({"call_id": 1, "op": "explode", "env_id": 0}),
+            msgspec.msgpack.encode({"call_id": "one", "op": "reset", "env_id": 0}),
+        ]
         for frame in bad:
             await pool._sock.send_multipart([worker.identity, frame])
         await asyncio.wait_for(_until(lambda: len(pool.errors) >= len(bad)), 10)
@@ -143,8 +148,9 @@ async def _until(predicate):
         await asyncio.sleep(0.01)
 
 
-@pytest.mark.parametrize("bad", [dict(workers=0), dict(threads_per_worker=0),
-                                 dict(heartbeat_s=1.0, heartbeat_timeout_s=0.5)])
+@pytest.mark.parametrize(
+    "bad", [dict(workers=0), dict(threads_per_worker=0), dict(heartbeat_s=1.0, heartbeat_timeout_s=0.5)]
+)
 def test_bad_worker_config(bad):
     with pytest.raises(ValueError):
         EnvWorkerConfig(**bad)
@@ -152,5 +158,6 @@ def test_bad_worker_config(bad):
 
 def test_env_call_rejects_unknown_ops():
     with pytest.raises(msgspec.ValidationError):
-        msgspec.msgpack.decode(msgspec.msgpack.encode({"call_id": 1, "op": "explode", "env_id": 0}),
-                               type=EnvCall, strict=True)
+        msgspec.msgpack.decode(
+            msgspec.msgpack.encode({"call_id": 1, "op": "explode", "env_id": 0}), type=EnvCall, strict=True
+        )

@@ -49,9 +49,29 @@ def _recompute(episodes: list[dict], k: int) -> dict[str, tuple[float, float, in
 
 def test_cli_numbers_equal_recomputation_from_its_records(tmp_path, checkpoint):
     out = tmp_path / "report.json"
-    result = _cli("eval", "--model", str(checkpoint), "--env", "babyai", "--level", "all", "--split", "test",
-                  "-k", "2", "-n", "4", "--tasks", "7", "--turn-cap", "3", "--decoding", "constrained",
-                  "--json", str(out))
+    result = _cli(
+        "eval",
+        "--model",
+        str(checkpoint),
+        "--env",
+        "babyai",
+        "--level",
+        "all",
+        "--split",
+        "test",
+        "-k",
+        "2",
+        "-n",
+        "4",
+        "--tasks",
+        "7",
+        "--turn-cap",
+        "3",
+        "--decoding",
+        "constrained",
+        "--json",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     episodes = report["episodes"]
@@ -78,9 +98,15 @@ def test_run_directory_uses_latest_checkpoint_and_its_decoding(tmp_path, checkpo
     run = tmp_path / "run"
     base = demo_config("babyai", steps=0, out=str(run), level="GoToObj")
     config = msgspec.structs.replace(
-        base, model=ModelConfig(path=str(checkpoint)), eval=EvalConfig(tasks=2, turn_cap=2),
-        rollout=RolloutConfig(prompts_per_step=2, group_size=2,
-                              episode=EpisodeConfig(turn_cap=2, max_new_tokens=7, constrain_to_valid_actions=True)))
+        base,
+        model=ModelConfig(path=str(checkpoint)),
+        eval=EvalConfig(tasks=2, turn_cap=2),
+        rollout=RolloutConfig(
+            prompts_per_step=2,
+            group_size=2,
+            episode=EpisodeConfig(turn_cap=2, max_new_tokens=7, constrain_to_valid_actions=True),
+        ),
+    )
     Trainer(config).run()
     report = evaluate_at_k(EvalAtKConfig(model=str(run), env="babyai", k=3, tasks=4, temperature=0.0))
     assert report["model"].endswith("checkpoint-000000")
@@ -114,8 +140,9 @@ def test_bad_values(changes, needle, checkpoint):
         plan_eval(EvalAtKConfig(model=str(checkpoint), **changes))
 
 
-@pytest.mark.parametrize(("args", "needle"), [(["-k", "3", "-n", "2"], "-n must be >= k=3"),
-                                              (["--level", "NoSuchLevel"], "NoSuchLevel")])
+@pytest.mark.parametrize(
+    ("args", "needle"), [(["-k", "3", "-n", "2"], "-n must be >= k=3"), (["--level", "NoSuchLevel"], "NoSuchLevel")]
+)
 def test_cli_bad_values_in_one_line(args, needle, checkpoint):
     result = _cli("eval", "--model", str(checkpoint), *args)
     lines = [line for line in result.stderr.splitlines() if line.strip()]

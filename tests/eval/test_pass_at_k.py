@@ -34,8 +34,10 @@ def test_matches_enumeration_on_random_cases():
         assert pass_at_k(n, sum(outcomes), k) == pytest.approx(float(_brute_force(outcomes, k)), abs=1e-12)
 
 
-@pytest.mark.parametrize(("n", "c", "k", "needle"), [(4, 5, 2, "c must be"), (4, -1, 2, "c must be"),
-                                                    (4, 2, 0, "k must be"), (4, 2, 5, "k must be")])
+@pytest.mark.parametrize(
+    ("n", "c", "k", "needle"),
+    [(4, 5, 2, "c must be"), (4, -1, 2, "c must be"), (4, 2, 0, "k must be"), (4, 2, 5, "k must be")],
+)
 def test_bad_arguments(n, c, k, needle):
     with pytest.raises(ValueError, match=needle):
         pass_at_k(n, c, k)
@@ -48,8 +50,9 @@ def test_table_against_recomputation():
     for item in range(23):
         p = rng.random()
         category = f"cat-{item % 4}"
-        records += [{"split": "test", "item_id": item, "category": category, "success": rng.random() < p}
-                    for _ in range(n)]
+        records += [
+            {"split": "test", "item_id": item, "category": category, "success": rng.random() < p} for _ in range(n)
+        ]
     rng.shuffle(records)
     table = summarize_at_k(records, k)
     by_item: dict[int, list[bool]] = {}

@@ -52,8 +52,13 @@ class UpdateFromDisk(msgspec.Struct, forbid_unknown_fields=True):
     weight_version: str | None = None
 
 
-SCHEMAS = {"/generate": _Generate, "/abort_request": _Abort, "/pause_generation": _Pause,
-           "/continue_generation": _Continue, "/update_weights_from_disk": UpdateFromDisk}
+SCHEMAS = {
+    "/generate": _Generate,
+    "/abort_request": _Abort,
+    "/pause_generation": _Pause,
+    "/continue_generation": _Continue,
+    "/update_weights_from_disk": UpdateFromDisk,
+}
 
 
 class FakeSGLang:
@@ -134,10 +139,20 @@ class FakeSGLang:
         ids = list(out)
         if self.break_reply:
             ids[0] = (ids[0] + 1) % self.vocab
-        return 200, {"text": "", "output_ids": ids, "meta_info": {
-            "id": body.rid, "finish_reason": finish, "prompt_tokens": len(body.input_ids),
-            "completion_tokens": len(out), "cached_tokens": 0, "output_token_logprobs": logprobs,
-            "weight_version": self.weight_version, "e2e_latency": 0.01}}
+        return 200, {
+            "text": "",
+            "output_ids": ids,
+            "meta_info": {
+                "id": body.rid,
+                "finish_reason": finish,
+                "prompt_tokens": len(body.input_ids),
+                "completion_tokens": len(out),
+                "cached_tokens": 0,
+                "output_token_logprobs": logprobs,
+                "weight_version": self.weight_version,
+                "e2e_latency": 0.01,
+            },
+        }
 
     def close(self):
         self.server.shutdown()

@@ -33,11 +33,16 @@ def _requests(chat, lengths, temperature=1.0, max_new=7, session=None):
     reqs = []
     for i, n in enumerate(lengths):
         ids = torch.randint(5, vocab, (n,), generator=gen).tolist()
-        reqs.append(GenerateRequest(
-            request_id=str(i), input_ids=ids, session_id=(f"s{i}" if session else None),
-            sampling=SamplingParams(temperature=temperature, max_new_tokens=max_new,
-                                    stop_token_ids=chat.stop_token_ids),
-        ))
+        reqs.append(
+            GenerateRequest(
+                request_id=str(i),
+                input_ids=ids,
+                session_id=(f"s{i}" if session else None),
+                sampling=SamplingParams(
+                    temperature=temperature, max_new_tokens=max_new, stop_token_ids=chat.stop_token_ids
+                ),
+            )
+        )
     return reqs
 
 
@@ -49,8 +54,16 @@ def _recompute(model, requests, results, pad_id):
         ids = list(req.input_ids) + res.output_ids
         mask = [0] * len(req.input_ids) + [1] * len(res.output_ids)
         lps = [0.0] * len(req.input_ids) + res.logprobs
-        trajs.append(Trajectory(task=Task(env="t", item_id=0), token_ids=ids, loss_mask=mask, logprobs=lps,
-                                versions=[0] * len(ids), prompt_len=len(req.input_ids)))
+        trajs.append(
+            Trajectory(
+                task=Task(env="t", item_id=0),
+                token_ids=ids,
+                loss_mask=mask,
+                logprobs=lps,
+                versions=[0] * len(ids),
+                prompt_len=len(req.input_ids),
+            )
+        )
     batch = pack(trajs, None, pad_id)
     with torch.no_grad():
         lp, _ = policy_logprobs(model, batch)
@@ -87,8 +100,12 @@ def test_kv_reuse_gives_the_same_tokens_and_logprobs(tiny_model, chat, tokenizer
     out1 = generate_batch(tiny_model, first, 0, tokenizer.pad_token_id, store=store)
     assert len(store) == 2
     extended = [
-        GenerateRequest(request_id=r.request_id + "b", session_id=r.session_id, sampling=r.sampling,
-                        input_ids=list(r.input_ids) + o.output_ids + [7, 8, 9])
+        GenerateRequest(
+            request_id=r.request_id + "b",
+            session_id=r.session_id,
+            sampling=r.sampling,
+            input_ids=list(r.input_ids) + o.output_ids + [7, 8, 9],
+        )
         for r, o in zip(first, out1, strict=True)
     ]
     batcher = ContinuousBatcher(tiny_model, tokenizer.pad_token_id, store=store)
@@ -166,16 +183,24 @@ async def test_generator_failure_reaches_every_waiting_request(chat, tokenizer):
 
 def test_a_shared_prompt_is_prefilled_once_and_samples_independently(tiny_model, chat, tokenizer):
     prompt = _requests(chat, [17], temperature=1.0, max_new=6)[0]
-    group = [GenerateRequest(request_id=f"g{i}", input_ids=prompt.input_ids, sampling=prompt.sampling,
-                             session_id=f"s{i}") for i in range(4)]
+    group = [
+        GenerateRequest(request_id=f"g{i}", input_ids=prompt.input_ids, sampling=prompt.sampling, session_id=f"s{i}")
+        for i in range(4)
+    ]
     batcher = ContinuousBatcher(tiny_model, tokenizer.pad_token_id, torch.Generator().manual_seed(3), KVStore())
     results = generate_batch(tiny_model, group, 0, tokenizer.pad_token_id, store=batcher.store, batcher=batcher)
     assert batcher.prefill_tokens == 17 and batcher.shared_prefill_tokens == 3 * 17
     batch, lp = _recompute(tiny_model, group, results, tokenizer.pad_token_id)
     assert float(((lp - batch.old_logprobs).abs() * batch.loss_mask).max()) < 1e-4
     assert len({tuple(r.output_ids) for r in results}) > 1  # one prefill, four independent samples
-    greedy = [GenerateRequest(request_id=r.request_id, input_ids=r.input_ids, sampling=SamplingParams(
-        temperature=0.0, max_new_tokens=6, stop_token_ids=chat.stop_token_ids)) for r in group]
+    greedy = [
+        GenerateRequest(
+            request_id=r.request_id,
+            input_ids=r.input_ids,
+            sampling=SamplingParams(temperature=0.0, max_new_tokens=6, stop_token_ids=chat.stop_token_ids),
+        )
+        for r in group
+    ]
     shared = generate_batch(tiny_model, greedy + _requests(chat, [9], temperature=0.0), 0, tokenizer.pad_token_id)
     alone = generate_batch(tiny_model, greedy[:1], 0, tokenizer.pad_token_id)[0]
     assert all(r.output_ids == alone.output_ids for r in shared[:4])
@@ -188,8 +213,9 @@ async def test_a_multi_turn_rollout_reuses_each_sessions_prefix(tiny_model, chat
     from turnrl.protocol import Task
 
     async def rollout(kv_cache_tokens):
-        generator = LocalGenerator(tiny_model, tokenizer.pad_token_id, use_thread=False, seed=0,
-                                   kv_cache_tokens=kv_cache_tokens)
+        generator = LocalGenerator(
+            tiny_model, tokenizer.pad_token_id, use_thread=False, seed=0, kv_cache_tokens=kv_cache_tokens
+        )
         tasks = [Task(env="babyai", item_id=i % 3, group=i % 3) for i in range(6)]
         config = EpisodeConfig(turn_cap=3, temperature=0.0, max_new_tokens=8)
         trajectories = await run_episodes(tasks, EnvPool(lambda: BabyAIEnv("GoToLocal")), generator, chat, config)

@@ -67,8 +67,12 @@ async def kind(request, saved_model, tokenizer, tmp_path):
 
 def _request(rid: str, n: int = 7, max_new: int = 5, temperature: float = 1.0, session: str | None = None):
     ids = [(7 * i + len(rid)) % 500 + 5 for i in range(n)]
-    return GenerateRequest(request_id=rid, input_ids=ids, session_id=session,
-                           sampling=SamplingParams(temperature=temperature, max_new_tokens=max_new))
+    return GenerateRequest(
+        request_id=rid,
+        input_ids=ids,
+        session_id=session,
+        sampling=SamplingParams(temperature=temperature, max_new_tokens=max_new),
+    )
 
 
 async def test_every_request_is_answered_once_with_per_token_versions(kind):

@@ -41,33 +41,59 @@ def served(tokenizer, tmp_path_factory):
     other = build_tiny_model(tokenizer, "tiny", max_positions=2048, seed=1).eval()
     save_policy(model, tokenizer, root / "policy")
     save_policy(other, tokenizer, root / "other")
-    config = ServiceConfig(model_path=str(root / "policy"), address=f"ipc://{root}/gen.sock", max_running=16,
-                           max_frame_bytes=MAX_FRAME, torch_threads=1)
+    config = ServiceConfig(
+        model_path=str(root / "policy"),
+        address=f"ipc://{root}/gen.sock",
+        max_running=16,
+        max_frame_bytes=MAX_FRAME,
+        torch_threads=1,
+    )
     with ServiceProcess(config).start(timeout_s=180) as process:
-        yield {"config": config, "model": model, "other": other, "other_path": str(root / "other"),
-               "process": process}
+        yield {"config": config, "model": model, "other": other, "other_path": str(root / "other"), "process": process}
 
 
-def _request(rid: str, n: int, max_new: int, seed: int, vocab: int, temperature: float = 1.0, stop=(),
-             allowed=None) -> GenerateRequest:
+def _request(
+    rid: str, n: int, max_new: int, seed: int, vocab: int, temperature: float = 1.0, stop=(), allowed=None
+) -> GenerateRequest:
     ids = torch.randint(5, vocab, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
-    return GenerateRequest(request_id=rid, input_ids=ids, allowed=allowed,
-                           sampling=SamplingParams(temperature=temperature, max_new_tokens=max_new,
-                                                   stop_token_ids=tuple(stop)))
+    return GenerateRequest(
+        request_id=rid,
+        input_ids=ids,
+        allowed=allowed,
+        sampling=SamplingParams(temperature=temperature, max_new_tokens=max_new, stop_token_ids=tuple(stop)),
+    )
 
 
 def _recomputed(model, request: GenerateRequest, output_ids: list[int]) -> torch.Tensor:
     """Log-probs of ``output_ids`` after the prompt, from one fresh forward of ``model``."""
     n = len(request.input_ids)
-    turns = [Turn(action_start=n, action_end=n + len(output_ids), action_text="", observation="", reward=0.0,
-                  allowed=request.allowed)] if request.allowed else []
-    traj = Trajectory(task=Task(env="t", item_id=0), token_ids=list(request.input_ids) + output_ids,
-                      loss_mask=[0] * n + [1] * len(output_ids), logprobs=[0.0] * (n + len(output_ids)),
-                      versions=[0] * (n + len(output_ids)), prompt_len=n, turns=turns)
+    turns = (
+        [
+            Turn(
+                action_start=n,
+                action_end=n + len(output_ids),
+                action_text="",
+                observation="",
+                reward=0.0,
+                allowed=request.allowed,
+            )
+        ]
+        if request.allowed
+        else []
+    )
+    traj = Trajectory(
+        task=Task(env="t", item_id=0),
+        token_ids=list(request.input_ids) + output_ids,
+        loss_mask=[0] * n + [1] * len(output_ids),
+        logprobs=[0.0] * (n + len(output_ids)),
+        versions=[0] * (n + len(output_ids)),
+        prompt_len=n,
+        turns=turns,
+    )
     batch = pack([traj], None, 0)
     with torch.no_grad():
         logp, _ = policy_logprobs(model, batch, temperature=request.sampling.temperature or 1.0)
-    return logp[0, n:n + len(output_ids)]
+    return logp[0, n : n + len(output_ids)]
 
 
 async def _wait_for_tokens(client: ServiceGenerator, at_least: int, timeout_s: float = 30.0) -> None:
@@ -100,8 +126,10 @@ async def test_request_submitted_mid_decode_finishes_first(served, tokenizer):
         before = await client.service_stats()
         long = asyncio.create_task(client.generate(_request("long", 9, 200, seed=1, vocab=vocab)))
         await _wait_for_tokens(client, 3)
-        shorts = [asyncio.create_task(client.generate(_request(f"s{i}", 5 + 3 * i, 4 + i, seed=10 + i, vocab=vocab)))
-                  for i in range(6)]
+        shorts = [
+            asyncio.create_task(client.generate(_request(f"s{i}", 5 + 3 * i, 4 + i, seed=10 + i, vocab=vocab)))
+            for i in range(6)
+        ]
         done, _ = await asyncio.wait([long, *shorts], return_when=asyncio.FIRST_COMPLETED)
         assert long not in done
         short_results = await asyncio.gather(*shorts)
@@ -121,8 +149,10 @@ async def test_sampled_logprobs_match_a_recomputation(served, tokenizer):
     client = ServiceGenerator(served["config"].address)
     vocab = len(tokenizer)
     allowed = [[11, 12, 13], [11, 14], [20]]
-    requests = [_request(f"lp{i}", n, 12, seed=100 + i, vocab=vocab, temperature=t)
-                for i, (n, t) in enumerate([(3, 1.0), (17, 0.7), (30, 1.0), (8, 0.0), (45, 1.3)])]
+    requests = [
+        _request(f"lp{i}", n, 12, seed=100 + i, vocab=vocab, temperature=t)
+        for i, (n, t) in enumerate([(3, 1.0), (17, 0.7), (30, 1.0), (8, 0.0), (45, 1.3)])
+    ]
     requests.append(_request("lp-c", 10, 5, seed=7, vocab=vocab, allowed=allowed))
     try:
         first = [asyncio.create_task(client.generate(r)) for r in requests[:3]]
@@ -159,8 +189,10 @@ async def test_malformed_and_oversized_frames_get_error_replies(served, tokenize
         for frames, code in cases:
             reply = await ask(*frames)
             assert isinstance(reply, ErrorReply) and reply.code == code and reply.request_id is None, frames[0][:20]
-        for rid, frame in [("x1", {"op": "generate", "request_id": "x1"}),  # no request
-                           ("x2", {"op": "launch", "request_id": "x2"})]:  # unknown op
+        for rid, frame in [
+            ("x1", {"op": "generate", "request_id": "x1"}),  # no request
+            ("x2", {"op": "launch", "request_id": "x2"}),
+        ]:  # unknown op
             reply = await ask(msgspec.msgpack.encode(frame))
             assert isinstance(reply, ErrorReply) and reply.code == "malformed" and reply.request_id == rid
         big = GenerateRequest(request_id="big", input_ids=[300] * (MAX_FRAME // 3))  # 3 bytes per id
@@ -169,11 +201,15 @@ async def test_malformed_and_oversized_frames_get_error_replies(served, tokenize
         bad_requests = [
             (GenerateRequest(request_id="b1", input_ids=[]), "input_ids"),
             (GenerateRequest(request_id="b2", input_ids=[1, len(tokenizer) + 5]), "input_ids"),
-            (GenerateRequest(request_id="b3", input_ids=[3], sampling=SamplingParams(max_new_tokens=0)),
-             "max_new_tokens"),
+            (
+                GenerateRequest(request_id="b3", input_ids=[3], sampling=SamplingParams(max_new_tokens=0)),
+                "max_new_tokens",
+            ),
             (GenerateRequest(request_id="b4", input_ids=[3], sampling=SamplingParams(top_p=0.0)), "top_p"),
-            (GenerateRequest(request_id="b5", input_ids=[3] * 2000, sampling=SamplingParams(max_new_tokens=100)),
-             "positions"),
+            (
+                GenerateRequest(request_id="b5", input_ids=[3] * 2000, sampling=SamplingParams(max_new_tokens=100)),
+                "positions",
+            ),
             (GenerateRequest(request_id="b6", input_ids=[3], allowed=[[]]), "allowed"),
         ]
         for request, field in bad_requests:
@@ -206,8 +242,9 @@ async def test_timeout_truncates_only_that_request(served, tokenizer):
     vocab = len(tokenizer)
     try:
         slow = asyncio.create_task(client.generate(_request("slow", 6, 1500, seed=2, vocab=vocab), timeout_s=1.0))
-        others = await asyncio.gather(*(client.generate(_request(f"o{i}", 5, 10, seed=i, vocab=vocab))
-                                        for i in range(3)))
+        others = await asyncio.gather(
+            *(client.generate(_request(f"o{i}", 5, 10, seed=i, vocab=vocab)) for i in range(3))
+        )
         assert all(r.finish_reason == "length" and len(r.output_ids) == 10 for r in others)
         with pytest.raises(GenerationTimeout) as caught:
             await slow
@@ -332,8 +369,13 @@ async def test_a_failing_forward_ends_only_its_batch(tokenizer, tmp_path):
         def forward(self, input_ids=None, attention_mask=None, position_ids=None, use_cache=None, **cache):
             if input_ids.shape[1] > 1 and bool((input_ids == poison).any()):  # a prompt holding it
                 raise RuntimeError("device on fire")
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                              use_cache=use_cache, **cache)
+            return self.inner(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                use_cache=use_cache,
+                **cache,
+            )
 
     model = Flaky(build_tiny_model(tokenizer, "tiny", max_positions=256, seed=0).eval())
     config = ServiceConfig(model_path=str(tmp_path), address=f"ipc://{tmp_path}/flaky.sock")
@@ -342,8 +384,9 @@ async def test_a_failing_forward_ends_only_its_batch(tokenizer, tmp_path):
     try:
         with pytest.raises(ServiceError, match="device on fire"):
             await client.generate(GenerateRequest(request_id="bad", input_ids=[5, poison, 7]))
-        results = await asyncio.gather(*(client.generate(_request(f"g{i}", 4, 3, seed=i, vocab=poison))
-                                         for i in range(3)))
+        results = await asyncio.gather(
+            *(client.generate(_request(f"g{i}", 4, 3, seed=i, vocab=poison)) for i in range(3))
+        )
         assert [len(r.output_ids) for r in results] == [3, 3, 3]
         assert (await client.service_stats()).errors_replied >= 1
         await client.shutdown()

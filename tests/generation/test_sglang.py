@@ -26,9 +26,12 @@ def servers():
 
 
 def _req(rid: str, session: str | None = None, max_new: int = 6, stop=(3,)) -> GenerateRequest:
-    return GenerateRequest(request_id=rid, input_ids=[5, 9, 2, len(rid)], session_id=session,
-                           sampling=SamplingParams(temperature=0.8, top_p=1.0, max_new_tokens=max_new,
-                                                   stop_token_ids=tuple(stop)))
+    return GenerateRequest(
+        request_id=rid,
+        input_ids=[5, 9, 2, len(rid)],
+        session_id=session,
+        sampling=SamplingParams(temperature=0.8, top_p=1.0, max_new_tokens=max_new, stop_token_ids=tuple(stop)),
+    )
 
 
 async def test_generate_sends_documented_shape_and_reads_tokens_and_logprobs(servers):
@@ -95,8 +98,10 @@ async def test_abort_pause_continue_and_weight_update_reach_every_server(servers
 
         assert await gen.update_weights("/ckpt/step-1") == 1
         for server in servers:
-            assert server.calls[-1] == ("/update_weights_from_disk",
-                                        UpdateFromDisk(model_path="/ckpt/step-1", weight_version="1"))
+            assert server.calls[-1] == (
+                "/update_weights_from_disk",
+                UpdateFromDisk(model_path="/ckpt/step-1", weight_version="1"),
+            )
         res = await gen.generate(_req("after"))
         assert gen.weight_version == 1 and res.versions == [1] * len(res.output_ids)
         servers[1].fail_update = True
@@ -125,7 +130,7 @@ async def test_bad_requests_bad_replies_and_timeouts_are_clear_errors(servers):
         servers[0].hold.clear()
         with pytest.raises(GenerationTimeout):
             await gen.generate(_req("hold-slow"))
-        assert ("hold-slow" in servers[0].aborted), "a timed-out request is aborted on its server"
+        assert "hold-slow" in servers[0].aborted, "a timed-out request is aborted on its server"
         dead = SGLangGenerator(SGLangConfig(urls=["http://127.0.0.1:9"]))
         with pytest.raises(SGLangError, match="/generate"):
             await dead.generate(_req("nobody"))

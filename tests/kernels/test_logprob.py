@@ -62,9 +62,10 @@ def assert_matches(got, want, rtol: float):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize(("temperature", "scale", "all_negative"),
-                         [(1.0, 1.0, False), (0.7, 3.0, False), (1.6, 1.0, True), (1.0, 60.0, False),
-                          (0.9, 40.0, True)])
+@pytest.mark.parametrize(
+    ("temperature", "scale", "all_negative"),
+    [(1.0, 1.0, False), (0.7, 3.0, False), (1.6, 1.0, True), (1.0, 60.0, False), (0.9, 40.0, True)],
+)
 def test_fused_matches_reference(backend, temperature, scale, all_negative):
     """Ordinary, peaked (p ~ 0 almost everywhere: entropy gradients must stay finite) and all-negative logits."""
     hidden, weight, targets, grads = problem(int(scale * 10 + temperature * 3), scale, all_negative=all_negative)
@@ -79,8 +80,14 @@ def test_fused_matches_reference(backend, temperature, scale, all_negative):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=12, deadline=None, database=None)
-@given(n=st.integers(1, 19), h=st.integers(1, 13), v=st.integers(1, 45), temperature=st.floats(0.25, 3.0),
-       ignored=st.floats(0.0, 1.0), seed=st.integers(0, 2**31 - 1))
+@given(
+    n=st.integers(1, 19),
+    h=st.integers(1, 13),
+    v=st.integers(1, 45),
+    temperature=st.floats(0.25, 3.0),
+    ignored=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**31 - 1),
+)
 def test_random_odd_shapes_match_reference(backend, n, h, v, temperature, ignored, seed):
     """Any small shape (a vocabulary of one, a hidden size of one, every row ignored) against the reference."""
     g = torch.Generator().manual_seed(seed)
@@ -117,11 +124,14 @@ def test_half_precision_inputs(backend):
 
 
 @needs_triton
-@pytest.mark.parametrize(("blocks", "splits"), [
-    ({"BLOCK_N": 16, "BLOCK_V": 16, "BLOCK_H": 16}, 4),  # 9 vocabulary tiles over 4 splits: the last one is empty
-    ({"BLOCK_N": 32, "BLOCK_V": 32, "BLOCK_H": 16}, 1),
-    ({"BLOCK_N": 16, "BLOCK_V": 64, "BLOCK_H": 32}, 3),
-])
+@pytest.mark.parametrize(
+    ("blocks", "splits"),
+    [
+        ({"BLOCK_N": 16, "BLOCK_V": 16, "BLOCK_H": 16}, 4),  # 9 vocabulary tiles over 4 splits: the last one is empty
+        ({"BLOCK_N": 32, "BLOCK_V": 32, "BLOCK_H": 16}, 1),
+        ({"BLOCK_N": 16, "BLOCK_V": 64, "BLOCK_H": 32}, 3),
+    ],
+)
 def test_triton_launchers_across_tiles_and_splits(blocks, splits):
     from turnrl.kernels import logprob_triton as kt
 
@@ -134,8 +144,9 @@ def test_triton_launchers_across_tiles_and_splits(blocks, splits):
     kt.launch_forward(hidden, weight, tgt, 1 / 0.9, partials, **blocks)
     logp, entropy, lse = kt.merge(partials, valid)
     grad_h, grad_w = torch.zeros(N, H), torch.zeros(V, H)  # accumulated into, so they start at 0
-    kt.launch_backward(hidden, weight, tgt, lse, entropy, grads[0], grads[1], grad_h, grad_w, 1 / 0.9,
-                       splits=splits, **blocks)
+    kt.launch_backward(
+        hidden, weight, tgt, lse, entropy, grads[0], grads[1], grad_h, grad_w, 1 / 0.9, splits=splits, **blocks
+    )
     assert_matches((logp, entropy, grad_h, grad_w), want, rtol=2e-5)
 
 

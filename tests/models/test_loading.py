@@ -14,7 +14,8 @@ def test_saved_policy_loads_back_identical(tiny_model, tokenizer, babyai_corpus,
     for text in babyai_corpus[:20]:
         assert loaded.encode(text, add_special_tokens=False) == tokenizer.encode(text, add_special_tokens=False)
     assert ChatFormat(loaded).prompt_ids("sys", babyai_corpus[0]) == ChatFormat(tokenizer).prompt_ids(
-        "sys", babyai_corpus[0])
+        "sys", babyai_corpus[0]
+    )
     ids = torch.tensor([tokenizer.encode(babyai_corpus[1], add_special_tokens=False)[:40]])
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, tiny_model(ids).logits)

@@ -10,8 +10,10 @@ from turnrl.config.records import LoggingConfig
 from turnrl.engine.records.loggers import MetricsLogger
 from turnrl.engine.records.metrics import read_metrics
 
-ROWS = [{"step": 1, "train/success_rate": 0.25, "learner/loss": -0.5, "phase": "rl", "ok": True},
-        {"step": 2, "train/success_rate": 0.75, "learner/loss": 0.125, "phase": "rl", "ok": False}]
+ROWS = [
+    {"step": 1, "train/success_rate": 0.25, "learner/loss": -0.5, "phase": "rl", "ok": True},
+    {"step": 2, "train/success_rate": 0.75, "learner/loss": 0.125, "phase": "rl", "ok": False},
+]
 
 
 def test_tensorboard_receives_every_numeric_value(tmp_path):
@@ -32,8 +34,9 @@ def test_tensorboard_receives_every_numeric_value(tmp_path):
 
 def test_wandb_offline_run(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
-    logger = MetricsLogger(tmp_path, LoggingConfig(tensorboard=False, wandb_project="turnrl-test"),
-                           run_config={"algo": "grpo"})
+    logger = MetricsLogger(
+        tmp_path, LoggingConfig(tensorboard=False, wandb_project="turnrl-test"), run_config={"algo": "grpo"}
+    )
     assert logger.sinks == ["jsonl", "wandb"]
     for row in ROWS:
         logger.write(row)

@@ -16,8 +16,14 @@ from turnrl.protocol import GenerateRequest, Task, Trajectory
 
 
 def traj(versions: list[int], mask: list[int], item: int = 0) -> Trajectory:
-    return Trajectory(task=Task(env="t", item_id=item), token_ids=[1] * len(mask), loss_mask=mask,
-                      logprobs=[0.0] * len(mask), versions=versions, prompt_len=0)
+    return Trajectory(
+        task=Task(env="t", item_id=item),
+        token_ids=[1] * len(mask),
+        loss_mask=mask,
+        logprobs=[0.0] * len(mask),
+        versions=versions,
+        prompt_len=0,
+    )
 
 
 async def _pending(coro, wait_s: float = 0.05):
@@ -76,8 +82,12 @@ async def test_consumption_drops_tokens_older_than_the_bound():
     for _ in range(3):
         await buffer.advance()  # learner at version 3
     ticket = await buffer.admit()
-    batch = [traj([-1, 3, 3], [0, 1, 1], 0), traj([-1, 2, 3], [0, 1, 1], 1),
-             traj([-1, 1, 3], [0, 1, 1], 2), traj([-1, -1], [0, 0], 3)]
+    batch = [
+        traj([-1, 3, 3], [0, 1, 1], 0),
+        traj([-1, 2, 3], [0, 1, 1], 1),
+        traj([-1, 1, 3], [0, 1, 1], 2),
+        traj([-1, -1], [0, 0], 3),
+    ]
     await buffer.put(ticket, batch)
     kept = await buffer.get()
     assert [t.task.item_id for t in kept] == [0, 1, 3] and buffer.stale_dropped == 1

@@ -12,9 +12,18 @@ from turnrl.protocol import Task, Trajectory
 def _episodes(n_cap: int, n_done: int, success: bool = False) -> list[Trajectory]:
     out = []
     for i in range(n_cap + n_done):
-        out.append(Trajectory(task=Task(env="e", item_id=i), token_ids=[1], loss_mask=[0], logprobs=[0.0],
-                              versions=[-1], prompt_len=1, end_reason="turn_cap" if i < n_cap else "done",
-                              success=success and i >= n_cap))
+        out.append(
+            Trajectory(
+                task=Task(env="e", item_id=i),
+                token_ids=[1],
+                loss_mask=[0],
+                logprobs=[0.0],
+                versions=[-1],
+                prompt_len=1,
+                end_reason="turn_cap" if i < n_cap else "done",
+                success=success and i >= n_cap,
+            )
+        )
     return out
 
 
@@ -50,8 +59,9 @@ def test_resume_continues_in_the_same_stage():
 
 
 def test_adaptive_advances_on_cap_share_and_survives_a_round_trip():
-    cfg = CurriculumConfig(kind="adaptive", caps=(2, 4, 8), cap_share_threshold=0.5, min_stage_steps=2,
-                           plateau_window=0)
+    cfg = CurriculumConfig(
+        kind="adaptive", caps=(2, 4, 8), cap_share_threshold=0.5, min_stage_steps=2, plateau_window=0
+    )
     schedule = TurnCapSchedule(cfg, "babyai", 8)
     schedule.observe(1, _episodes(n_cap=6, n_done=4))
     assert schedule.cap(2) == 2  # too soon after the start
@@ -68,8 +78,9 @@ def test_adaptive_advances_on_cap_share_and_survives_a_round_trip():
 
 
 def test_adaptive_advances_on_a_success_plateau():
-    cfg = CurriculumConfig(kind="adaptive", caps=(2, 4), cap_share_threshold=1.0, plateau_window=3,
-                           plateau_delta=0.05, min_stage_steps=1)
+    cfg = CurriculumConfig(
+        kind="adaptive", caps=(2, 4), cap_share_threshold=1.0, plateau_window=3, plateau_delta=0.05, min_stage_steps=1
+    )
     schedule = TurnCapSchedule(cfg, "babyai", 4)
     for step in range(1, 6):
         schedule.observe(step, _episodes(n_cap=1, n_done=9, success=True))

@@ -44,8 +44,9 @@ async def _rollout(model, tokenizer, chat, tasks, config, generator=None):
 async def test_loss_mask_is_exactly_the_generated_tokens(tiny_model, tokenizer, chat):
     recorder = RecordingGenerator(LocalGenerator(tiny_model, tokenizer.pad_token_id, use_thread=False))
     tasks = [Task(env="babyai", item_id=i, group=i) for i in range(6)]
-    trajs, _ = await _rollout(tiny_model, tokenizer, chat, tasks, EpisodeConfig(turn_cap=3, max_new_tokens=6),
-                        generator=recorder)
+    trajs, _ = await _rollout(
+        tiny_model, tokenizer, chat, tasks, EpisodeConfig(turn_cap=3, max_new_tokens=6), generator=recorder
+    )
     by_session = {}
     for req, res in recorder.results:
         by_session.setdefault(req.session_id, []).append((req, res))
@@ -54,15 +55,18 @@ async def test_loss_mask_is_exactly_the_generated_tokens(tiny_model, tokenizer, 
         assert len(traj.token_ids) == len(traj.loss_mask) == len(traj.logprobs) == len(traj.versions)
         policy = [tok for tok, m in zip(traj.token_ids, traj.loss_mask, strict=True) if m]
         # find this episode's generations: each request's input is a prefix of the trajectory
-        calls = [c for c in by_session.values() if traj.token_ids[: len(c[0][0].input_ids)] == c[0][0].input_ids
-                 and len(c) == len(traj.turns)]
+        calls = [
+            c
+            for c in by_session.values()
+            if traj.token_ids[: len(c[0][0].input_ids)] == c[0][0].input_ids and len(c) == len(traj.turns)
+        ]
         assert calls, "no generation history matches the trajectory"
         sampled = [t for _, res in calls[0] for t in res.output_ids]
         assert policy == sampled
         for turn, (req, res) in zip(traj.turns, calls[0], strict=True):
-            assert traj.token_ids[turn.action_start:turn.action_end] == res.output_ids
+            assert traj.token_ids[turn.action_start : turn.action_end] == res.output_ids
             assert traj.token_ids[: len(req.input_ids)] == req.input_ids  # prompts only ever grow by appending
-            assert all(m == 1 for m in traj.loss_mask[turn.action_start:turn.action_end])
+            assert all(m == 1 for m in traj.loss_mask[turn.action_start : turn.action_end])
         assert sum(traj.loss_mask) == sum(turn.action_end - turn.action_start for turn in traj.turns)
         assert all(v == -1 for v, m in zip(traj.versions, traj.loss_mask, strict=True) if not m)
 
@@ -91,8 +95,9 @@ async def test_trajectories_are_stamped(tiny_model, tokenizer, chat):
 
 async def test_length_limit_ends_the_episode(tiny_model, tokenizer, chat):
     tasks = [Task(env="babyai", item_id=1)]
-    trajs, _ = await _rollout(tiny_model, tokenizer, chat, tasks,
-                        EpisodeConfig(turn_cap=50, max_new_tokens=8, max_total_tokens=400))
+    trajs, _ = await _rollout(
+        tiny_model, tokenizer, chat, tasks, EpisodeConfig(turn_cap=50, max_new_tokens=8, max_total_tokens=400)
+    )
     assert trajs[0].end_reason in ("length", "done")
     assert len(trajs[0].token_ids) <= 400
 
@@ -127,25 +132,42 @@ class FixedGenerator(Generator):
     weight_version = 0
 
     async def generate(self, request):
-        return GenerateResult(request_id=request.request_id, output_ids=[5, 6], logprobs=[-0.1, -0.2],
-                              versions=[0, 0], finish_reason="length")
+        return GenerateResult(
+            request_id=request.request_id,
+            output_ids=[5, 6],
+            logprobs=[-0.1, -0.2],
+            versions=[0, 0],
+            finish_reason="length",
+        )
 
 
 async def test_env_crash_ends_only_its_episode(chat):
-    good = EpisodeRunner(Task(env="crash", item_id=1), CrashingEnv(crash_on_step=99), FixedGenerator(), chat,
-                         EpisodeConfig(turn_cap=3))
-    bad = EpisodeRunner(Task(env="crash", item_id=2), CrashingEnv(crash_on_step=2), FixedGenerator(), chat,
-                        EpisodeConfig(turn_cap=3))
+    good = EpisodeRunner(
+        Task(env="crash", item_id=1), CrashingEnv(crash_on_step=99), FixedGenerator(), chat, EpisodeConfig(turn_cap=3)
+    )
+    bad = EpisodeRunner(
+        Task(env="crash", item_id=2), CrashingEnv(crash_on_step=2), FixedGenerator(), chat, EpisodeConfig(turn_cap=3)
+    )
     good, bad = await asyncio.gather(good.run(), bad.run())
     assert good.end_reason == "turn_cap" and len(good.turns) == 3
     assert bad.end_reason == "env_error" and "environment process died" in bad.error and len(bad.turns) == 1
 
 
 async def test_generation_timeout_truncates_only_that_episode(chat):
-    slow = EpisodeRunner(Task(env="crash", item_id=1), CrashingEnv(99), HangingGenerator(), chat,
-                         EpisodeConfig(turn_cap=2, generation_timeout_s=0.05))
-    fast = EpisodeRunner(Task(env="crash", item_id=2), CrashingEnv(99), FixedGenerator(), chat,
-                         EpisodeConfig(turn_cap=2, generation_timeout_s=0.05))
+    slow = EpisodeRunner(
+        Task(env="crash", item_id=1),
+        CrashingEnv(99),
+        HangingGenerator(),
+        chat,
+        EpisodeConfig(turn_cap=2, generation_timeout_s=0.05),
+    )
+    fast = EpisodeRunner(
+        Task(env="crash", item_id=2),
+        CrashingEnv(99),
+        FixedGenerator(),
+        chat,
+        EpisodeConfig(turn_cap=2, generation_timeout_s=0.05),
+    )
     slow, fast = await asyncio.gather(slow.run(), fast.run())
     assert slow.end_reason == "gen_timeout" and slow.num_policy_tokens == 0
     assert fast.end_reason == "turn_cap" and fast.num_policy_tokens == 4
@@ -165,13 +187,16 @@ async def test_constrained_decoding_only_produces_valid_actions_and_recomputes(t
     assert turns and all(turn.valid for turn in turns)
     for traj in trajs:
         for turn in traj.turns:
-            assert traj.token_ids[turn.action_start:turn.action_end] in turn.allowed
+            assert traj.token_ids[turn.action_start : turn.action_end] in turn.allowed
     batch = pack(trajs, None, tokenizer.pad_token_id)
     assert batch.constraint_index is not None
     with torch.no_grad():
         lp, ent = policy_logprobs(tiny_model, batch)
     assert float(((lp - batch.old_logprobs).abs() * batch.loss_mask).max()) < 1e-4
     # forced tokens ("Action", ":") have probability one under the constraint
-    forced = [(r, c) for (r, c), allowed in zip(batch.constraint_index.tolist(), batch.constraint_allowed.tolist(),
-                                                  strict=True) if sum(a >= 0 for a in allowed) == 1]
+    forced = [
+        (r, c)
+        for (r, c), allowed in zip(batch.constraint_index.tolist(), batch.constraint_allowed.tolist(), strict=True)
+        if sum(a >= 0 for a in allowed) == 1
+    ]
     assert forced and all(abs(float(lp[r, c])) < 1e-6 and abs(float(ent[r, c])) < 1e-5 for r, c in forced)

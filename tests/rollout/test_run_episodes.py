@@ -51,14 +51,14 @@ def _reference_steps(lengths_by_arrival: list[int], max_running: int) -> tuple[i
 async def test_latency_model_batches_continuously_like_the_reference(max_running):
     rng = np.random.default_rng(max_running)
     lengths = [int(x) for x in rng.integers(1, 12, size=7)]
-    config = WorkloadConfig(episodes=len(lengths), max_running=max_running, step_base_s=0.001,
-                            step_per_seq_s=0.0002)
+    config = WorkloadConfig(episodes=len(lengths), max_running=max_running, step_base_s=0.001, step_per_seq_s=0.0002)
     workload = Workload(config)
     generator = LatencyModelGenerator(workload, tokens_of=lambda r: lengths[int(r.request_id)])
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    results = await asyncio.gather(*(generator.generate(GenerateRequest(request_id=str(i), input_ids=[1]))
-                                     for i in range(len(lengths))))
+    results = await asyncio.gather(
+        *(generator.generate(GenerateRequest(request_id=str(i), input_ids=[1])) for i in range(len(lengths)))
+    )
     wall = loop.time() - t0
     await generator.close()
     steps, per_step = _reference_steps(lengths, max_running)
@@ -153,11 +153,15 @@ class _HangingEnv(SyntheticEnv):
 async def test_episode_deadline_ends_only_that_episode(chat):
     workload = Workload(WorkloadConfig(episodes=4, step_base_s=0.0, step_per_seq_s=0.0))
     generator = LatencyModelGenerator(workload, zero_cost=True)
-    config = EpisodeConfig(turn_cap=8, max_new_tokens=512, max_total_tokens=8192, env_timeout_s=None,
-                           episode_timeout_s=0.2)
-    runners = [EpisodeRunner(Task(env="synthetic", item_id=i), _HangingEnv(workload, zero_latency=True), generator,
-                             chat, config)
-               for i in range(4)]
+    config = EpisodeConfig(
+        turn_cap=8, max_new_tokens=512, max_total_tokens=8192, env_timeout_s=None, episode_timeout_s=0.2
+    )
+    runners = [
+        EpisodeRunner(
+            Task(env="synthetic", item_id=i), _HangingEnv(workload, zero_latency=True), generator, chat, config
+        )
+        for i in range(4)
+    ]
     hung, *fine = await asyncio.gather(*(r.run() for r in runners))
     assert hung.end_reason == "aborted" and "timed out" in hung.error
     assert len(hung.token_ids) == hung.prompt_len and not hung.turns  # no half turn is kept
@@ -169,17 +173,22 @@ async def test_thousands_of_episodes_at_once(chat):
     generator = LatencyModelGenerator(workload, tokens_of=lambda request: 2)  # short turns: a quick test
     stats = RolloutStats()
     config = EpisodeConfig(turn_cap=8, max_new_tokens=512, max_total_tokens=8192)
-    trajectories = await run_episodes([Task(env="synthetic", item_id=i) for i in range(2048)],
-                                      EnvPool(lambda: SyntheticEnv(workload, zero_latency=True)), generator,
-                                      chat, config, concurrency=2048, stats=stats)
+    trajectories = await run_episodes(
+        [Task(env="synthetic", item_id=i) for i in range(2048)],
+        EnvPool(lambda: SyntheticEnv(workload, zero_latency=True)),
+        generator,
+        chat,
+        config,
+        concurrency=2048,
+        stats=stats,
+    )
     await generator.close()
     assert stats.max_in_flight == 2048 and stats.in_flight == 0 and stats.finished == 2048
     assert sum(len(t.turns) for t in trajectories) == workload.total_steps
     assert generator.max_running_seen == workload.config.max_running  # the generator's cap held
 
 
-@pytest.mark.parametrize("bad", [dict(time_scale=0), dict(episodes=0), dict(max_running=0),
-                                 dict(tokens_median=600.0)])
+@pytest.mark.parametrize("bad", [dict(time_scale=0), dict(episodes=0), dict(max_running=0), dict(tokens_median=600.0)])
 def test_bad_workload_config(bad):
     with pytest.raises(ValueError):
         WorkloadConfig(**bad)
@@ -188,8 +197,14 @@ def test_bad_workload_config(bad):
 async def test_bad_rollout_arguments(chat):
     workload = Workload(WorkloadConfig(episodes=2))
     with pytest.raises(ValueError, match="batch_size"):
-        await run_lockstep([], EnvPool(lambda: SyntheticEnv(workload)), LatencyModelGenerator(workload), chat,
-                           EpisodeConfig(), batch_size=0)
+        await run_lockstep(
+            [],
+            EnvPool(lambda: SyntheticEnv(workload)),
+            LatencyModelGenerator(workload),
+            chat,
+            EpisodeConfig(),
+            batch_size=0,
+        )
     with pytest.raises(ValueError, match="episode_timeout_s"):
         EpisodeConfig(episode_timeout_s=0)
     with pytest.raises(ValueError, match="item_id"):

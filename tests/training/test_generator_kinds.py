@@ -18,9 +18,14 @@ def test_training_through_the_generation_service(tmp_path, tiny_model, tokenizer
     base_model = save_policy(tiny_model, tokenizer, tmp_path / "base")
     base = demo_config("babyai", steps=2, out=str(tmp_path / "run"))
     config = msgspec.structs.replace(
-        base, model=ModelConfig(path=str(base_model)),
-        rollout=RolloutConfig(prompts_per_step=2, group_size=2, generator=GeneratorConfig(kind="service"),
-                              episode=EpisodeConfig(turn_cap=2, max_new_tokens=6, constrain_to_valid_actions=True)),
+        base,
+        model=ModelConfig(path=str(base_model)),
+        rollout=RolloutConfig(
+            prompts_per_step=2,
+            group_size=2,
+            generator=GeneratorConfig(kind="service"),
+            episode=EpisodeConfig(turn_cap=2, max_new_tokens=6, constrain_to_valid_actions=True),
+        ),
         eval=EvalConfig(tasks=3, turn_cap=2),
     )
     summary = Trainer(config).run()
@@ -33,11 +38,14 @@ def test_training_through_the_generation_service(tmp_path, tiny_model, tokenizer
     assert rows[1]["train/episodes"] == 4 and rows[1].get("buffer/stale_dropped", 0) == 0
 
 
-@pytest.mark.parametrize(("kwargs", "needle"), [
-    ({"kind": "vllm"}, "kind must be one of"),
-    ({"kind": "sglang"}, "at least one SGLang server"),
-    ({"max_running": 0}, "max_running"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"kind": "vllm"}, "kind must be one of"),
+        ({"kind": "sglang"}, "at least one SGLang server"),
+        ({"max_running": 0}, "max_running"),
+    ],
+)
 def test_bad_generator_configs(kwargs, needle):
     with pytest.raises(ValueError, match=needle):
         GeneratorConfig(**kwargs)

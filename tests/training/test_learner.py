@@ -33,9 +33,13 @@ def _params(model):
 
 @pytest.mark.parametrize("estimator", ["grpo", "rloo", "reinforce_pp", "ppo"])
 def test_every_estimator_updates_the_policy(tiny_model, tokenizer, rollouts, estimator):
-    learner = Learner(tiny_model, LearnerConfig(lr=1e-3, lr_warmup_steps=0, minibatches=2, micro_batch_tokens=700),
-                      tokenizer.pad_token_id, estimator=estimator,
-                      advantage=AdvantageParams(kl_reward_coef=0.01 if estimator == "reinforce_pp" else 0.0))
+    learner = Learner(
+        tiny_model,
+        LearnerConfig(lr=1e-3, lr_warmup_steps=0, minibatches=2, micro_batch_tokens=700),
+        tokenizer.pad_token_id,
+        estimator=estimator,
+        advantage=AdvantageParams(kl_reward_coef=0.01 if estimator == "reinforce_pp" else 0.0),
+    )
     before = _params(tiny_model)
     stats = learner.update(rollouts)
     assert stats["optimizer_steps"] == 2
@@ -68,15 +72,25 @@ def test_critic_learns_the_returns(tiny_model, tokenizer, rollouts):
             best[traj.task.group] = traj
     batch = list(best.values())
     assert any(t.reward > 0 for t in batch) and any(t.reward == 0 for t in batch)
-    learner = Learner(tiny_model, LearnerConfig(lr=1e-5, lr_warmup_steps=0, minibatches=1), tokenizer.pad_token_id,
-                      estimator="ppo", critic=CriticConfig(lr=1e-3, value_clip=None))
+    learner = Learner(
+        tiny_model,
+        LearnerConfig(lr=1e-5, lr_warmup_steps=0, minibatches=1),
+        tokenizer.pad_token_id,
+        estimator="ppo",
+        critic=CriticConfig(lr=1e-3, value_clip=None),
+    )
     losses = [learner.update(batch)["value_loss"] for _ in range(12)]
     assert losses[-1] < 0.25 * losses[0]
 
 
 def test_shared_trunk_critic(tiny_model, tokenizer, rollouts):
-    learner = Learner(tiny_model, LearnerConfig(lr=1e-3, lr_warmup_steps=0), tokenizer.pad_token_id,
-                      estimator="ppo", critic=CriticConfig(kind="head"))
+    learner = Learner(
+        tiny_model,
+        LearnerConfig(lr=1e-3, lr_warmup_steps=0),
+        tokenizer.pad_token_id,
+        estimator="ppo",
+        critic=CriticConfig(kind="head"),
+    )
     assert learner.critic.shared and learner.critic_optimizer is None
     assert not any(p is q for p in learner.critic.parameters() for q in tiny_model.parameters())
     stats = learner.update(rollouts)
@@ -95,8 +109,9 @@ def test_zero_variance_groups_can_be_filtered(tiny_model, tokenizer, rollouts):
 
 
 def test_kl_penalty_starts_at_zero(tiny_model, tokenizer, rollouts):
-    learner = Learner(tiny_model, LearnerConfig(kl_coef=0.1, minibatches=1, lr=1e-3, lr_warmup_steps=0),
-                      tokenizer.pad_token_id)
+    learner = Learner(
+        tiny_model, LearnerConfig(kl_coef=0.1, minibatches=1, lr=1e-3, lr_warmup_steps=0), tokenizer.pad_token_id
+    )
     first = learner.update(rollouts)
     second = learner.update(rollouts)
     assert abs(first["ref_kl"]) < 1e-6 and second["ref_kl"] > 0

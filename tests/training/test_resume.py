@@ -25,10 +25,14 @@ def config_for(tmp_path, tiny_model, tokenizer):
     def build(out, steps):
         base = demo_config("babyai", steps=steps, out=str(out), algo="ppo")
         return msgspec.structs.replace(
-            base, model=ModelConfig(path=str(base_model)), checkpoint_every=1,
-            rollout=RolloutConfig(prompts_per_step=2, group_size=2,
-                                  episode=EpisodeConfig(turn_cap=2, max_new_tokens=6,
-                                                        constrain_to_valid_actions=True)),
+            base,
+            model=ModelConfig(path=str(base_model)),
+            checkpoint_every=1,
+            rollout=RolloutConfig(
+                prompts_per_step=2,
+                group_size=2,
+                episode=EpisodeConfig(turn_cap=2, max_new_tokens=6, constrain_to_valid_actions=True),
+            ),
             curriculum=CurriculumConfig(kind="scaling_inter", caps=(1, 2), stage_steps=2),
             eval=EvalConfig(tasks=3, turn_cap=2, every=0),
         )

@@ -21,13 +21,27 @@ STEPS = 6
 
 
 def _train(run, base_model, *extra: str) -> subprocess.Popen:
-    settings = [f"model.path='{base_model}'", "checkpoint_every=2", "rollout.prompts_per_step=2",
-                "rollout.group_size=2", "rollout.episode.turn_cap=3", "rollout.episode.max_new_tokens=6",
-                "eval.tasks=2", "eval.turn_cap=2", "eval.every=0", "curriculum.kind='scaling_inter'",
-                "curriculum.caps=[1, 2, 3]", "curriculum.stage_steps=2"]
+    settings = [
+        f"model.path='{base_model}'",
+        "checkpoint_every=2",
+        "rollout.prompts_per_step=2",
+        "rollout.group_size=2",
+        "rollout.episode.turn_cap=3",
+        "rollout.episode.max_new_tokens=6",
+        "eval.tasks=2",
+        "eval.turn_cap=2",
+        "eval.every=0",
+        "curriculum.kind='scaling_inter'",
+        "curriculum.caps=[1, 2, 3]",
+        "curriculum.stage_steps=2",
+    ]
     args = [arg for s in settings for arg in ("--set", s)] if not extra else []
-    return subprocess.Popen([sys.executable, "-m", "turnrl.cli", "train", "--out", str(run), "--steps", str(STEPS),
-                             *args, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "turnrl.cli", "train", "--out", str(run), "--steps", str(STEPS), *args, *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_sigkill_then_resume(tmp_path, tiny_model, tokenizer):

@@ -21,8 +21,9 @@ def test_tiny_run_writes_everything(tmp_path):
     config = msgspec.structs.replace(
         base,
         rollout=RolloutConfig(prompts_per_step=2, group_size=2, episode=EpisodeConfig(turn_cap=2, max_new_tokens=6)),
-        model=ModelConfig(default=DefaultModelConfig(vocab_size=400, warmup=WarmupConfig(episodes=8, turn_cap=2,
-                                                                                          batch_episodes=4))),
+        model=ModelConfig(
+            default=DefaultModelConfig(vocab_size=400, warmup=WarmupConfig(episodes=8, turn_cap=2, batch_episodes=4))
+        ),
         eval=EvalConfig(tasks=3, turn_cap=2),
     )
     summary = Trainer(config).run()
@@ -39,8 +40,7 @@ def test_tiny_run_writes_everything(tmp_path):
         assert 0 < row["throughput/generator_busy_fraction"] <= 1.0001
         assert row["staleness/max"] == 0
     saved = json.loads((run / "summary.json").read_text())
-    for key in ("initial_success", "final_success", "heldout_tasks", "steps", "wall_seconds", "level",
-                "eval_turn_cap"):
+    for key in ("initial_success", "final_success", "heldout_tasks", "steps", "wall_seconds", "level", "eval_turn_cap"):
         assert key in saved
     assert saved == json.loads(json.dumps(summary))
     assert saved["heldout_tasks"] == 3 and saved["steps"] == 2 and saved["level"] == "GoToLocal"
@@ -74,15 +74,26 @@ def test_throughput_metrics_hand_computed():
     from turnrl.protocol import Task, Trajectory, Turn
 
     turn = Turn(action_start=1, action_end=3, reward=0.0, valid=True, observation="", action_text="")
-    traj = Trajectory(task=Task(env="babyai", item_id=0), token_ids=[5, 6, 7], loss_mask=[0, 1, 1],
-                      logprobs=[0.0, -1.0, -1.0], versions=[-1, 0, 1], prompt_len=1, turns=[turn, turn])
+    traj = Trajectory(
+        task=Task(env="babyai", item_id=0),
+        token_ids=[5, 6, 7],
+        loss_mask=[0, 1, 1],
+        logprobs=[0.0, -1.0, -1.0],
+        versions=[-1, 0, 1],
+        prompt_len=1,
+        turns=[turn, turn],
+    )
     row = throughput_metrics([traj], 2.0, learner_version=2)
     assert row["throughput/env_steps_per_s"] == 1.0 and row["throughput/tokens_per_s"] == 1.0
     assert row["staleness/mean"] == 1.5 and row["staleness/max"] == 2.0
     before = GeneratorStats(busy_seconds=1.0, prefix_lookups=4, prefix_hits=1, prefill_tokens=100, reused_tokens=0)
     after = GeneratorStats(busy_seconds=2.5, prefix_lookups=10, prefix_hits=4, prefill_tokens=130, reused_tokens=60)
     gen = generation_metrics(before, after, rollout_seconds=3.0, turns=6)
-    assert gen == {"throughput/generator_busy_fraction": 0.5, "generation/prefix_hit_rate": 0.5,
-                   "generation/prefill_tokens_per_turn": 5.0, "generation/reused_tokens_per_turn": 10.0,
-                   "generation/shared_prefill_tokens": 0}
+    assert gen == {
+        "throughput/generator_busy_fraction": 0.5,
+        "generation/prefix_hit_rate": 0.5,
+        "generation/prefill_tokens_per_turn": 5.0,
+        "generation/reused_tokens_per_turn": 10.0,
+        "generation/shared_prefill_tokens": 0,
+    }
     assert generation_metrics(before, before, rollout_seconds=3.0, turns=6) == {}  # a generator that counts nothing

@@ -57,8 +57,9 @@ def token_rewards(trajectories: list[Trajectory], width: int, per_turn: bool) ->
     return out
 
 
-def advantage_inputs(trajectories: list[Trajectory], mask: torch.Tensor, old_logprobs: torch.Tensor,
-                     per_turn_rewards: bool) -> AdvantageInputs:
+def advantage_inputs(
+    trajectories: list[Trajectory], mask: torch.Tensor, old_logprobs: torch.Tensor, per_turn_rewards: bool
+) -> AdvantageInputs:
     return AdvantageInputs(
         mask=mask,
         token_rewards=token_rewards(trajectories, mask.shape[1], per_turn_rewards),

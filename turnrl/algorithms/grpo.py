@@ -15,8 +15,9 @@ from turnrl.algorithms.registry import register_advantage
 from turnrl.config.algo import AdvantageParams
 
 
-def grpo_scalar_advantages(rewards: torch.Tensor, groups: list[list[int]], eps: float = 1e-6,
-                           scale_by_std: bool = True) -> torch.Tensor:
+def grpo_scalar_advantages(
+    rewards: torch.Tensor, groups: list[list[int]], eps: float = 1e-6, scale_by_std: bool = True
+) -> torch.Tensor:
     advantages = torch.zeros(rewards.shape[0], dtype=torch.float64)
     for members in groups:
         if len(members) < 2:

@@ -10,8 +10,14 @@ from __future__ import annotations
 import torch
 
 
-def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
-                       clip: float | None, denominator: float) -> tuple[torch.Tensor, dict[str, float]]:
+def clipped_value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    clip: float | None,
+    denominator: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
     if clip is not None and clip <= 0:
         raise ValueError(f"value clip must be > 0 (or None), got {clip}")
     m = mask.to(values.dtype)

@@ -23,5 +23,6 @@ class EnvWorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
         if self.threads_per_worker < 1:
             raise ValueError(f"threads_per_worker must be >= 1, got {self.threads_per_worker}")
         if not 0 < self.heartbeat_s < self.heartbeat_timeout_s:
-            raise ValueError(f"need 0 < heartbeat_s < heartbeat_timeout_s, got {self.heartbeat_s}, "
-                             f"{self.heartbeat_timeout_s}")
+            raise ValueError(
+                f"need 0 < heartbeat_s < heartbeat_timeout_s, got {self.heartbeat_s}, {self.heartbeat_timeout_s}"
+            )

@@ -86,7 +86,7 @@ def parse_action(text: str, marker: str = "Action:") -> str | None:
     idx = lowered.rfind(marker.lower())
     if idx < 0:
         return None
-    rest = text[idx + len(marker):].strip()
+    rest = text[idx + len(marker) :].strip()
     line = rest.splitlines()[0] if rest else ""
     line = line.strip().strip(".").strip().lower()
     return line or None

@@ -127,8 +127,11 @@ def _discounted_returns_torch(rewards, mask, gamma: float):
 
 def _check(rewards, values, mask, turn_ids, gamma, lam, check_finite: bool):
     checks.tensor("rewards", rewards, 2, checks.FLOAT_DTYPES)
-    named = [("values", values, checks.FLOAT_DTYPES), ("mask", mask, checks.MASK_DTYPES),
-             ("turn_ids", turn_ids, checks.INT_DTYPES)]
+    named = [
+        ("values", values, checks.FLOAT_DTYPES),
+        ("mask", mask, checks.MASK_DTYPES),
+        ("turn_ids", turn_ids, checks.INT_DTYPES),
+    ]
     for name, x, dtypes in named:
         if x is not None:
             checks.tensor(name, x, 2, dtypes)
@@ -151,8 +154,17 @@ def _answer(outputs: tuple, keep: torch.Tensor, want_moments: bool, partials: to
     return (*outputs, stats)
 
 
-def gae(rewards, values, mask, gamma: float, lam: float, *, moments: bool = False,
-        backend: str | None = None, check_finite: bool = True):
+def gae(
+    rewards,
+    values,
+    mask,
+    gamma: float,
+    lam: float,
+    *,
+    moments: bool = False,
+    backend: str | None = None,
+    check_finite: bool = True,
+):
     """Token-level GAE -> ``(advantages, returns)``, float32 ``[B, T]``; ``moments=True`` appends ``Moments``."""
     if values is None:
         raise ValueError("values must be a torch.Tensor, got NoneType")
@@ -165,8 +177,18 @@ def gae(rewards, values, mask, gamma: float, lam: float, *, moments: bool = Fals
     return _answer(_gae_torch(rewards, values, mask, gamma, lam), mask != 0, moments, None)
 
 
-def turn_gae(rewards, values, mask, turn_ids, gamma: float, lam: float, *, moments: bool = False,
-             backend: str | None = None, check_finite: bool = True):
+def turn_gae(
+    rewards,
+    values,
+    mask,
+    turn_ids,
+    gamma: float,
+    lam: float,
+    *,
+    moments: bool = False,
+    backend: str | None = None,
+    check_finite: bool = True,
+):
     """Turn-level GAE -> ``(advantages, returns)``, float32 ``[B, T]``; ``moments=True`` appends ``Moments``."""
     for name, x in (("values", values), ("turn_ids", turn_ids)):
         if x is None:
@@ -181,8 +203,9 @@ def turn_gae(rewards, values, mask, turn_ids, gamma: float, lam: float, *, momen
     return _answer(_turn_gae_torch(rewards, values, mask, turn_ids, gamma, lam), keep, moments, None)
 
 
-def discounted_returns(rewards, mask, gamma: float, *, moments: bool = False,
-                       backend: str | None = None, check_finite: bool = True):
+def discounted_returns(
+    rewards, mask, gamma: float, *, moments: bool = False, backend: str | None = None, check_finite: bool = True
+):
     """REINFORCE++ returns, float32 ``[B, T]``; ``moments=True`` gives ``(returns, Moments)``."""
     gamma, _ = _check(rewards, None, mask, None, gamma, 1.0, check_finite)
     if choose(rewards.device, backend) == "triton":

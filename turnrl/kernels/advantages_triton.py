@@ -45,8 +45,21 @@ def _last_column(x, cols, BLOCK_T: tl.constexpr):
 
 
 @triton.jit
-def _gae_kernel(r_ptr, v_ptr, m_ptr, adv_ptr, ret_ptr, part_ptr, B, T, gamma, decay,
-                HAS_VALUES: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_T: tl.constexpr):
+def _gae_kernel(
+    r_ptr,
+    v_ptr,
+    m_ptr,
+    adv_ptr,
+    ret_ptr,
+    part_ptr,
+    B,
+    T,
+    gamma,
+    decay,
+    HAS_VALUES: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     cols = tl.arange(0, BLOCK_T)
     row_ok = rows < B
@@ -88,8 +101,21 @@ def _gae_kernel(r_ptr, v_ptr, m_ptr, adv_ptr, ret_ptr, part_ptr, B, T, gamma, de
 
 
 @triton.jit
-def _turn_gae_kernel(r_ptr, v_ptr, m_ptr, id_ptr, adv_ptr, ret_ptr, part_ptr, B, T, gamma, decay,
-                     BLOCK_B: tl.constexpr, BLOCK_T: tl.constexpr):
+def _turn_gae_kernel(
+    r_ptr,
+    v_ptr,
+    m_ptr,
+    id_ptr,
+    adv_ptr,
+    ret_ptr,
+    part_ptr,
+    B,
+    T,
+    gamma,
+    decay,
+    BLOCK_B: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+):
     """Pass 1 (back to front): ``X_t`` = return of the turn that starts at the first turn token
     at or after ``t``, were it to start at ``t``:  ``X_t = r_t + X_next`` inside a turn and
     ``X_t = r_t + decay * X_next + (gamma - decay) * V_next`` at a turn's last token. At a
@@ -209,13 +235,22 @@ def launch_gae(rewards, values, mask, gamma: float, lam: float, adv, ret, partia
         return
     v = rewards if values is None else values.contiguous()
     _gae_kernel[_grid(rows, blocks)](
-        rewards.contiguous(), v, _flags(mask), adv, ret, partials, rows, steps, gamma, gamma * lam,
-        HAS_VALUES=values is not None, **blocks,
+        rewards.contiguous(),
+        v,
+        _flags(mask),
+        adv,
+        ret,
+        partials,
+        rows,
+        steps,
+        gamma,
+        gamma * lam,
+        HAS_VALUES=values is not None,
+        **blocks,
     )
 
 
-def launch_turn_gae(rewards, values, mask, turn_ids, gamma: float, lam: float, adv, ret, partials,
-                    **blocks) -> None:
+def launch_turn_gae(rewards, values, mask, turn_ids, gamma: float, lam: float, adv, ret, partials, **blocks) -> None:
     blocks = {**GAE_BLOCKS, **blocks}
     rows, steps = rewards.shape
     if rows == 0 or steps == 0:
@@ -224,8 +259,18 @@ def launch_turn_gae(rewards, values, mask, turn_ids, gamma: float, lam: float, a
     if turn_ids.dtype == torch.int64 and steps and int(turn_ids.max()) >= 2**31:
         raise ValueError("turn_ids must be below 2**31")
     _turn_gae_kernel[_grid(rows, blocks)](
-        rewards.contiguous(), values.contiguous(), _flags(mask), turn_ids.to(torch.int32).contiguous(),
-        adv, ret, partials, rows, steps, gamma, gamma * lam, **blocks,
+        rewards.contiguous(),
+        values.contiguous(),
+        _flags(mask),
+        turn_ids.to(torch.int32).contiguous(),
+        adv,
+        ret,
+        partials,
+        rows,
+        steps,
+        gamma,
+        gamma * lam,
+        **blocks,
     )
 
 

@@ -25,7 +25,10 @@ TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def logprob_entropy_reference(
-    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float = 1.0,
     ignore_index: int = -100,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The spec: materialise the logits (float32, or float64 for float64 inputs) and compute both outputs."""
@@ -45,8 +48,10 @@ def _check(hidden, weight, targets, temperature, ignore_index) -> torch.Tensor:
     if weight.dtype != hidden.dtype:
         raise ValueError(f"weight has dtype {weight.dtype}, expected {hidden.dtype} (the dtype of hidden)")
     if weight.shape[1] != hidden.shape[1]:
-        raise ValueError(f"weight has shape {tuple(weight.shape)}: its second dimension must equal the hidden "
-                         f"size {hidden.shape[1]} of hidden")
+        raise ValueError(
+            f"weight has shape {tuple(weight.shape)}: its second dimension must equal the hidden "
+            f"size {hidden.shape[1]} of hidden"
+        )
     if weight.shape[0] == 0:
         raise ValueError("weight has no rows (an empty vocabulary)")
     checks.same_shape("targets", targets, (hidden.shape[0],), "hidden's first dimension")
@@ -59,8 +64,10 @@ def _check(hidden, weight, targets, temperature, ignore_index) -> torch.Tensor:
     out_of_range = valid & ((targets < 0) | (targets >= weight.shape[0]))
     if bool(out_of_range.any()):
         first = int(targets[out_of_range][0])
-        raise ValueError(f"targets has {int(out_of_range.sum())} id(s) outside [0, {weight.shape[0]}) that are not "
-                         f"ignore_index={ignore_index} (first: {first})")
+        raise ValueError(
+            f"targets has {int(out_of_range.sum())} id(s) outside [0, {weight.shape[0]}) that are not "
+            f"ignore_index={ignore_index} (first: {first})"
+        )
     return valid
 
 
@@ -73,8 +80,14 @@ def _report_non_finite(logp, entropy, hidden, weight, valid) -> None:
 
 
 def linear_logprob_entropy(
-    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
-    ignore_index: int = -100, *, backend: str | None = None, check_finite: bool = True,
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float = 1.0,
+    ignore_index: int = -100,
+    *,
+    backend: str | None = None,
+    check_finite: bool = True,
     chunk_rows: int = DEFAULT_ROWS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(log p(target), entropy)``, float32 ``[N]``, differentiable w.r.t. ``hidden`` ``[N, H]`` and
@@ -95,7 +108,10 @@ def linear_logprob_entropy(
 
 
 def logprob_entropy_chunked(
-    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float = 1.0,
     chunk_rows: int = DEFAULT_ROWS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The torch path of ``linear_logprob_entropy`` on any device, ``chunk_rows`` rows at a time."""

@@ -35,7 +35,7 @@ def forward_stats(hidden, weight, targets, valid, inv_t: float, rows: int, cols:
         m = torch.full((h.shape[0],), float("-inf"), device=h.device)
         s, u, target_z = torch.zeros_like(m), torch.zeros_like(m), torch.zeros_like(m)
         for v0 in range(0, vocab, cols):
-            z = torch.mm(h, weight[v0:v0 + cols].float().t()).mul_(inv_t)
+            z = torch.mm(h, weight[v0 : v0 + cols].float().t()).mul_(inv_t)
             # the target's logit is read from the same tile as the max, so target_z <= m <= logsumexp
             # holds exactly in floating point and log p can never come out positive
             inside = (tgt >= v0) & (tgt < v0 + z.shape[1])
@@ -51,14 +51,27 @@ def forward_stats(hidden, weight, targets, valid, inv_t: float, rows: int, cols:
             m = m_new
         log_s = torch.log(s)
         rows_lse = m + log_s
-        logp[start:start + rows] = torch.where(ok, target_z - rows_lse, 0.0)
-        entropy[start:start + rows] = torch.where(ok, log_s - u / s, 0.0)
-        lse[start:start + rows] = rows_lse
+        logp[start : start + rows] = torch.where(ok, target_z - rows_lse, 0.0)
+        entropy[start : start + rows] = torch.where(ok, log_s - u / s, 0.0)
+        lse[start : start + rows] = rows_lse
     return logp, entropy, lse
 
 
-def backward_grads(hidden, weight, targets, valid, lse, entropy, g_logp, g_entropy, inv_t: float,
-                   rows: int, cols: int, want_hidden: bool, want_weight: bool):
+def backward_grads(
+    hidden,
+    weight,
+    targets,
+    valid,
+    lse,
+    entropy,
+    g_logp,
+    g_entropy,
+    inv_t: float,
+    rows: int,
+    cols: int,
+    want_hidden: bool,
+    want_weight: bool,
+):
     """Gradients (float32) of ``sum(g_logp * logp + g_entropy * entropy)`` w.r.t. hidden and weight."""
     n, vocab = hidden.shape[0], weight.shape[0]
     g_logp = torch.where(valid, g_logp.float(), 0.0) * inv_t
@@ -71,7 +84,7 @@ def backward_grads(hidden, weight, targets, valid, lse, entropy, g_logp, g_entro
         lse_r, ent_r = lse[start:stop, None], entropy[start:stop, None]
         gl, ge = g_logp[start:stop, None], g_ent[start:stop, None] * inv_t
         for v0 in range(0, vocab, cols):
-            w = weight[v0:v0 + cols].float()
+            w = weight[v0 : v0 + cols].float()
             logp_all = torch.mm(h, w.t()).mul_(inv_t).sub_(lse_r)
             p = torch.exp(logp_all)
             # dz = -p * (g_logp + g_entropy * (log p + entropy)), scaled by 1/temperature
@@ -79,7 +92,7 @@ def backward_grads(hidden, weight, targets, valid, lse, entropy, g_logp, g_entro
             if grad_h is not None:
                 grad_h[start:stop].addmm_(dz, w)
             if grad_w is not None:
-                grad_w[v0:v0 + cols].addmm_(dz.t(), h)
+                grad_w[v0 : v0 + cols].addmm_(dz.t(), h)
         # the one-hot part of d logp / dz: + g_logp at each row's target
         if grad_h is not None:
             grad_h[start:stop].add_(gl * weight[tgt].float())
@@ -104,16 +117,17 @@ class ChunkedLinearLogprobEntropy(torch.autograd.Function):
         zeros = torch.zeros_like(lse)
         g_logp = zeros if g_logp is None else g_logp
         g_entropy = zeros if g_entropy is None else g_entropy
-        grad_h, grad_w = backward_grads(hidden, weight, targets, valid, lse, entropy, g_logp, g_entropy,
-                                        *ctx.config, want_h, want_w)
+        grad_h, grad_w = backward_grads(
+            hidden, weight, targets, valid, lse, entropy, g_logp, g_entropy, *ctx.config, want_h, want_w
+        )
         grad_h = None if grad_h is None else grad_h.to(hidden.dtype)
         grad_w = None if grad_w is None else grad_w.to(weight.dtype)
         return grad_h, grad_w, None, None, None, None, None
 
 
-def linear_logprob_entropy_torch(hidden, weight, targets, valid, temperature: float,
-                                 rows: int = DEFAULT_ROWS, cols: int = DEFAULT_COLS):
+def linear_logprob_entropy_torch(
+    hidden, weight, targets, valid, temperature: float, rows: int = DEFAULT_ROWS, cols: int = DEFAULT_COLS
+):
     """``(logp, entropy)`` float32 ``[N]``, differentiable w.r.t. ``hidden`` and ``weight``."""
-    logp, entropy, _ = ChunkedLinearLogprobEntropy.apply(hidden, weight, targets, valid, 1.0 / temperature,
-                                                         rows, cols)
+    logp, entropy, _ = ChunkedLinearLogprobEntropy.apply(hidden, weight, targets, valid, 1.0 / temperature, rows, cols)
     return logp, entropy

@@ -37,8 +37,19 @@ def _dot(a, b, acc, UPCAST: tl.constexpr):
 
 
 @triton.jit
-def _logits_tile(h_ptr, w_ptr, rows64, cols64, load_row, col_ok, H,
-                 UPCAST: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr):
+def _logits_tile(
+    h_ptr,
+    w_ptr,
+    rows64,
+    cols64,
+    load_row,
+    col_ok,
+    H,
+    UPCAST: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+):
     acc = tl.zeros([BLOCK_N, BLOCK_V], dtype=tl.float32)
     for k0 in range(0, H, BLOCK_H):
         ks = k0 + tl.arange(0, BLOCK_H)
@@ -50,8 +61,21 @@ def _logits_tile(h_ptr, w_ptr, rows64, cols64, load_row, col_ok, H,
 
 
 @triton.jit
-def _forward_kernel(h_ptr, w_ptr, tgt_ptr, part_ptr, N, V, H, inv_t, tiles_per_split,
-                    UPCAST: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr):
+def _forward_kernel(
+    h_ptr,
+    w_ptr,
+    tgt_ptr,
+    part_ptr,
+    N,
+    V,
+    H,
+    inv_t,
+    tiles_per_split,
+    UPCAST: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+):
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     split = tl.program_id(1)
     row_ok = rows < N
@@ -66,8 +90,10 @@ def _forward_kernel(h_ptr, w_ptr, tgt_ptr, part_ptr, N, V, H, inv_t, tiles_per_s
     for tile in range(first_tile, first_tile + tiles_per_split):
         cols = tile * BLOCK_V + tl.arange(0, BLOCK_V)
         col_ok = cols < V
-        z = _logits_tile(h_ptr, w_ptr, rows64, cols.to(tl.int64), valid, col_ok, H,
-                         UPCAST, BLOCK_N, BLOCK_V, BLOCK_H) * inv_t
+        z = (
+            _logits_tile(h_ptr, w_ptr, rows64, cols.to(tl.int64), valid, col_ok, H, UPCAST, BLOCK_N, BLOCK_V, BLOCK_H)
+            * inv_t
+        )
         z = tl.where(col_ok[None, :], z, float("-inf"))
         z_target += tl.sum(tl.where(cols[None, :] == tgt[:, None], z, 0.0), axis=1)
         m_new = tl.maximum(m, tl.max(z, axis=1))
@@ -87,9 +113,28 @@ def _forward_kernel(h_ptr, w_ptr, tgt_ptr, part_ptr, N, V, H, inv_t, tiles_per_s
 
 
 @triton.jit
-def _backward_kernel(h_ptr, w_ptr, tgt_ptr, lse_ptr, ent_ptr, gl_ptr, ge_ptr, gh_ptr, gw_ptr, N, V, H,
-                     inv_t, tiles_per_split, WANT_H: tl.constexpr, WANT_W: tl.constexpr, UPCAST: tl.constexpr,
-                     BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr):
+def _backward_kernel(
+    h_ptr,
+    w_ptr,
+    tgt_ptr,
+    lse_ptr,
+    ent_ptr,
+    gl_ptr,
+    ge_ptr,
+    gh_ptr,
+    gw_ptr,
+    N,
+    V,
+    H,
+    inv_t,
+    tiles_per_split,
+    WANT_H: tl.constexpr,
+    WANT_W: tl.constexpr,
+    UPCAST: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+):
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     split = tl.program_id(1)
     row_ok = rows < N
@@ -157,7 +202,17 @@ def launch_forward(hidden, weight, targets, inv_t: float, partials, **blocks) ->
     splits = partials.shape[0]
     tiles = triton.cdiv(v, blocks["BLOCK_V"])
     _forward_kernel[(triton.cdiv(n, blocks["BLOCK_N"]), splits)](
-        hidden, weight, targets, partials, n, v, h, inv_t, triton.cdiv(tiles, splits), UPCAST=_upcast(hidden), **blocks,
+        hidden,
+        weight,
+        targets,
+        partials,
+        n,
+        v,
+        h,
+        inv_t,
+        triton.cdiv(tiles, splits),
+        UPCAST=_upcast(hidden),
+        **blocks,
     )
 
 
@@ -174,8 +229,20 @@ def merge(partials: torch.Tensor, valid: torch.Tensor):
     return logp, torch.where(valid, log_s - u_all / s_all, 0.0), lse
 
 
-def launch_backward(hidden, weight, targets, lse, entropy, g_logp, g_entropy, grad_h, grad_w, inv_t: float,
-                    splits: int | None = None, **blocks) -> None:
+def launch_backward(
+    hidden,
+    weight,
+    targets,
+    lse,
+    entropy,
+    g_logp,
+    g_entropy,
+    grad_h,
+    grad_w,
+    inv_t: float,
+    splits: int | None = None,
+    **blocks,
+) -> None:
     """Add the gradients into ``grad_h`` / ``grad_w`` (float32, zeroed by the caller; ``None`` to skip)."""
     blocks = {**BLOCKS, **blocks}
     (n, h), v = hidden.shape, weight.shape[0]
@@ -184,10 +251,24 @@ def launch_backward(hidden, weight, targets, lse, entropy, g_logp, g_entropy, gr
     row_blocks, tiles = triton.cdiv(n, blocks["BLOCK_N"]), triton.cdiv(v, blocks["BLOCK_V"])
     splits = _splits(row_blocks, tiles, hidden.device, splits)
     _backward_kernel[(row_blocks, splits)](
-        hidden, weight, targets, lse, entropy, g_logp, g_entropy,
-        lse if grad_h is None else grad_h, lse if grad_w is None else grad_w, n, v, h, inv_t,
-        triton.cdiv(tiles, splits), WANT_H=grad_h is not None, WANT_W=grad_w is not None,
-        UPCAST=_upcast(hidden), **blocks,
+        hidden,
+        weight,
+        targets,
+        lse,
+        entropy,
+        g_logp,
+        g_entropy,
+        lse if grad_h is None else grad_h,
+        lse if grad_w is None else grad_w,
+        n,
+        v,
+        h,
+        inv_t,
+        triton.cdiv(tiles, splits),
+        WANT_H=grad_h is not None,
+        WANT_W=grad_w is not None,
+        UPCAST=_upcast(hidden),
+        **blocks,
     )
 
 
@@ -196,8 +277,9 @@ class TritonLinearLogprobEntropy(torch.autograd.Function):
     def forward(ctx, hidden, weight, targets, valid, inv_t: float):
         hidden, weight = hidden.contiguous(), weight.contiguous()
         tgt = torch.where(valid, targets, -1).to(torch.int32).contiguous()
-        partials = torch.empty((forward_splits(hidden, weight), 4, hidden.shape[0]), dtype=torch.float32,
-                               device=hidden.device)
+        partials = torch.empty(
+            (forward_splits(hidden, weight), 4, hidden.shape[0]), dtype=torch.float32, device=hidden.device
+        )
         launch_forward(hidden, weight, tgt, inv_t, partials)
         logp, entropy, lse = merge(partials, valid)
         ctx.save_for_backward(hidden, weight, tgt, lse, entropy)
@@ -210,13 +292,20 @@ class TritonLinearLogprobEntropy(torch.autograd.Function):
         zeros = torch.zeros_like(lse)
         g_logp = zeros if g_logp is None else g_logp.float().contiguous()
         g_entropy = zeros if g_entropy is None else g_entropy.float().contiguous()
-        grad_h = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device) \
-            if ctx.needs_input_grad[0] else None
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) \
-            if ctx.needs_input_grad[1] else None
+        grad_h = (
+            torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device) if ctx.needs_input_grad[0] else None
+        )
+        grad_w = (
+            torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if ctx.needs_input_grad[1] else None
+        )
         launch_backward(hidden, weight, tgt, lse, entropy, g_logp, g_entropy, grad_h, grad_w, ctx.inv_t)
-        return (None if grad_h is None else grad_h.to(hidden.dtype),
-                None if grad_w is None else grad_w.to(weight.dtype), None, None, None)
+        return (
+            None if grad_h is None else grad_h.to(hidden.dtype),
+            None if grad_w is None else grad_w.to(weight.dtype),
+            None,
+            None,
+            None,
+        )
 
 
 def linear_logprob_entropy_triton(hidden, weight, targets, valid, temperature: float):

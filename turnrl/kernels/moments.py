@@ -47,8 +47,9 @@ def moments_from_partials(partials: torch.Tensor) -> Moments:
     return Moments(total[0], total[1], total[2])
 
 
-def masked_moments(x: torch.Tensor, mask: torch.Tensor, *, backend: str | None = None,
-                   check_finite: bool = True) -> Moments:
+def masked_moments(
+    x: torch.Tensor, mask: torch.Tensor, *, backend: str | None = None, check_finite: bool = True
+) -> Moments:
     """``(sum, sum_sq, count)`` of ``x[mask != 0]`` for ``x``, ``mask`` of shape ``[B, T]``."""
     checks.tensor("x", x, 2, checks.FLOAT_DTYPES)
     checks.tensor("mask", mask, 2, checks.MASK_DTYPES)

@@ -66,5 +66,5 @@ class ChatFormat:
         if output_ids and output_ids[-1] in self.stop_token_ids:
             stop_text = self.tokenizer.decode([output_ids[-1]])
             if suffix.startswith(stop_text):
-                suffix = suffix[len(stop_text):]
+                suffix = suffix[len(stop_text) :]
         return self.encode_text(suffix)

@@ -49,15 +49,17 @@ def token_logprobs(
     ent_full = ent_full.masked_scatter(full_mask, entropy)
     if constraint_index is not None:
         rows, cols = constraint_index[:, 0], constraint_index[:, 1]
-        lp_c, ent_c = restricted_logprob_entropy(hidden[rows, cols - 1], weight, input_ids[rows, cols],
-                                                 constraint_allowed, temperature)
+        lp_c, ent_c = restricted_logprob_entropy(
+            hidden[rows, cols - 1], weight, input_ids[rows, cols], constraint_allowed, temperature
+        )
         logp_full = logp_full.index_put((rows, cols), lp_c)
         ent_full = ent_full.index_put((rows, cols), ent_c)
     return logp_full, ent_full
 
 
-def restricted_logprob_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                               allowed: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+def restricted_logprob_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, allowed: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-prob of ``targets`` and entropy under softmax restricted to ``allowed`` ids (-1 = padding)."""
     logits = (hidden.float() @ weight.float().t()) / temperature
     valid = allowed >= 0

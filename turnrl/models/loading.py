@@ -19,6 +19,7 @@ from transformers.utils import logging as hf_logging
 
 hf_logging.disable_progress_bar()  # no per-save progress bars in the middle of a training run
 
+
 def check_model_dir(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_dir():

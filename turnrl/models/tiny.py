@@ -12,17 +12,21 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 TINY_PRESETS: dict[str, dict[str, int]] = {
     # Shallow and wide on purpose: from scratch, two layers learn token-to-action associations
     # several times faster than four (measured on this task family), and cost half as much.
-    "tiny": dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-                 intermediate_size=768),
-    "deep": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-                 intermediate_size=768),
-    "micro": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-                  intermediate_size=384),
+    "tiny": dict(
+        hidden_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, intermediate_size=768
+    ),
+    "deep": dict(
+        hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, intermediate_size=768
+    ),
+    "micro": dict(
+        hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, intermediate_size=384
+    ),
 }
 
 
-def build_tiny_model(tokenizer, preset: str = "tiny", max_positions: int = 4096, seed: int = 0,
-                     copy_init_scale: float = 3.0) -> Qwen2ForCausalLM:
+def build_tiny_model(
+    tokenizer, preset: str = "tiny", max_positions: int = 4096, seed: int = 0, copy_init_scale: float = 3.0
+) -> Qwen2ForCausalLM:
     if preset not in TINY_PRESETS:
         raise ValueError(f"unknown model preset {preset!r}; choose from: {', '.join(TINY_PRESETS)}")
     config = Qwen2Config(

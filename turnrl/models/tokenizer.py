@@ -37,10 +37,12 @@ def _pre_tokenizer(split: str):
     if split == "word":
         return pre_tokenizers.ByteLevel(add_prefix_space=False)
     if split == "phrase":
-        return pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(r"[,.:;!?\n\[\]()\"]"), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ])
+        return pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(r"[,.:;!?\n\[\]()\"]"), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
     raise ValueError(f"unknown pre-tokenisation {split!r}; choose from: {', '.join(PRE_TOKENIZATIONS)}")
 
 

@@ -15,8 +15,10 @@ from transformers import AutoModelForCausalLM
 from turnrl.models.loading import check_model_dir
 from turnrl.protocol import TensorData
 
-_DTYPES = {name: getattr(torch, name) for name in (
-    "float32", "float16", "bfloat16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")}
+_DTYPES = {
+    name: getattr(torch, name)
+    for name in ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
+}
 
 
 def pack_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, TensorData]:
@@ -26,8 +28,11 @@ def pack_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, TensorData]:
         if dtype not in _DTYPES:
             raise ValueError(f"tensor {name!r}: dtype {dtype} cannot be sent")
         flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-        packed[name] = TensorData(dtype=dtype, shape=list(tensor.shape), data=flat.view(torch.uint8).numpy().tobytes()
-                                  if flat.numel() else b"")
+        packed[name] = TensorData(
+            dtype=dtype,
+            shape=list(tensor.shape),
+            data=flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"",
+        )
     return packed
 
 
@@ -44,8 +49,9 @@ def unpack_tensors(packed: dict[str, TensorData]) -> dict[str, torch.Tensor]:
             numel *= size
         expected = numel * torch.empty((), dtype=dtype).element_size()
         if len(item.data) != expected:
-            raise ValueError(f"tensor {name!r}: {len(item.data)} bytes for shape {item.shape} {item.dtype}, "
-                             f"expected {expected}")
+            raise ValueError(
+                f"tensor {name!r}: {len(item.data)} bytes for shape {item.shape} {item.dtype}, expected {expected}"
+            )
         if expected:
             raw = torch.frombuffer(bytearray(item.data), dtype=torch.uint8)
         else:  # frombuffer refuses an empty buffer
@@ -62,8 +68,9 @@ def load_tensors_into(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) 
         if name not in targets:
             raise ValueError(f"tensors: the model has no parameter or buffer named {name!r}")
         if tuple(tensor.shape) != tuple(targets[name].shape):
-            raise ValueError(f"tensors: {name!r} has shape {tuple(tensor.shape)}, the model's is "
-                             f"{tuple(targets[name].shape)}")
+            raise ValueError(
+                f"tensors: {name!r} has shape {tuple(tensor.shape)}, the model's is {tuple(targets[name].shape)}"
+            )
     for name, tensor in tensors.items():
         targets[name].copy_(tensor.to(device=targets[name].device, dtype=targets[name].dtype))
     return len(tensors)
@@ -76,6 +83,7 @@ def load_directory_into(model: torch.nn.Module, path: str | Path) -> int:
     mine, theirs = model.state_dict(), source.state_dict()
     if set(mine) != set(theirs):
         missing, extra = sorted(set(mine) - set(theirs))[:3], sorted(set(theirs) - set(mine))[:3]
-        raise ValueError(f"path {str(path)!r}: parameter names differ from the served model's "
-                         f"(missing {missing}, extra {extra})")
+        raise ValueError(
+            f"path {str(path)!r}: parameter names differ from the served model's (missing {missing}, extra {extra})"
+        )
     return load_tensors_into(model, theirs)

@@ -60,8 +60,13 @@ def episode_config(cfg: EvalAtKConfig, run: dict | None) -> EpisodeConfig:
         constrained = cfg.decoding == "constrained"
     turn_cap = cfg.turn_cap or (run["eval"]["turn_cap"] if run else get_env_spec(cfg.env).default_turn_cap)
     max_new = trained.max_new_tokens if run else (24 if constrained else 256)
-    return msgspec.structs.replace(trained, turn_cap=turn_cap, temperature=cfg.temperature, max_new_tokens=max_new,
-                                   constrain_to_valid_actions=constrained)
+    return msgspec.structs.replace(
+        trained,
+        turn_cap=turn_cap,
+        temperature=cfg.temperature,
+        max_new_tokens=max_new,
+        constrain_to_valid_actions=constrained,
+    )
 
 
 def env_options(cfg: EvalAtKConfig, run: dict | None) -> dict:
@@ -77,8 +82,9 @@ def eval_tasks(cfg: EvalAtKConfig) -> list[Task]:
     count = len(items) if cfg.tasks is None else cfg.tasks
     if count > len(items):
         raise ValueError(f"--tasks {count} exceeds the {len(items)} items of the {cfg.split} split")
-    return [Task(env=cfg.env, item_id=items[i], split=cfg.split, group=i)
-            for i in range(count) for _ in range(cfg.samples)]
+    return [
+        Task(env=cfg.env, item_id=items[i], split=cfg.split, group=i) for i in range(count) for _ in range(cfg.samples)
+    ]
 
 
 class EvalPlan(msgspec.Struct, frozen=True, kw_only=True):
@@ -98,8 +104,9 @@ def plan_eval(cfg: EvalAtKConfig) -> EvalPlan:
     model_dir, run = resolve_model(cfg.model)
     options = env_options(cfg, run)
     _close(spec.factory(**options))  # bad env options fail here
-    return EvalPlan(config=cfg, model_dir=str(model_dir), options=options, episode=episode_config(cfg, run),
-                    tasks=eval_tasks(cfg))
+    return EvalPlan(
+        config=cfg, model_dir=str(model_dir), options=options, episode=episode_config(cfg, run), tasks=eval_tasks(cfg)
+    )
 
 
 def evaluate_at_k(cfg: EvalAtKConfig | EvalPlan) -> dict:
@@ -109,17 +116,32 @@ def evaluate_at_k(cfg: EvalAtKConfig | EvalPlan) -> dict:
     model, tokenizer = load_policy(plan.model_dir, device=resolve_device(cfg.device))
     trajectories = asyncio.run(_rollouts(plan, spec, model, tokenizer))
     records = [
-        {"split": t.task.split, "item_id": t.task.item_id, "category": spec.category(t.task.item_id, plan.options),
-         "sample": i % cfg.samples, "success": t.success, "reward": t.reward, "turns": len(t.turns),
-         "end_reason": t.end_reason}
+        {
+            "split": t.task.split,
+            "item_id": t.task.item_id,
+            "category": spec.category(t.task.item_id, plan.options),
+            "sample": i % cfg.samples,
+            "success": t.success,
+            "reward": t.reward,
+            "turns": len(t.turns),
+            "end_reason": t.end_reason,
+        }
         for i, t in enumerate(trajectories)
     ]
     return {
-        "model": plan.model_dir, "env": cfg.env, "env_options": plan.options, "split": cfg.split, "k": cfg.k,
-        "n": cfg.samples, "tasks": len(plan.tasks) // cfg.samples, "turn_cap": episode.turn_cap,
-        "temperature": episode.temperature, "seed": cfg.seed,
+        "model": plan.model_dir,
+        "env": cfg.env,
+        "env_options": plan.options,
+        "split": cfg.split,
+        "k": cfg.k,
+        "n": cfg.samples,
+        "tasks": len(plan.tasks) // cfg.samples,
+        "turn_cap": episode.turn_cap,
+        "temperature": episode.temperature,
+        "seed": cfg.seed,
         "decoding": "valid-action constrained" if episode.constrain_to_valid_actions else "free text",
-        "table": summarize_at_k(records, cfg.k), "episodes": records,
+        "table": summarize_at_k(records, cfg.k),
+        "episodes": records,
     }
 
 
@@ -134,8 +156,9 @@ async def _rollouts(plan: EvalPlan, spec, model, tokenizer):
     generator = LocalGenerator(model, tokenizer.pad_token_id, seed=plan.config.seed)
     pool = EnvPool(lambda: spec.factory(**plan.options))
     try:
-        return await run_episodes(plan.tasks, pool, generator, ChatFormat(tokenizer), plan.episode,
-                                  plan.config.concurrency)
+        return await run_episodes(
+            plan.tasks, pool, generator, ChatFormat(tokenizer), plan.episode, plan.config.concurrency
+        )
     finally:
         await pool.close()
         await generator.close()

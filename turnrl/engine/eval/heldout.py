@@ -41,8 +41,9 @@ def summarize(trajectories: list[Trajectory], config: EpisodeConfig) -> EvalRepo
     )
 
 
-async def evaluate(tasks: list[Task], pool: EnvPool, generator: Generator, chat: ChatFormat,
-                   config: EpisodeConfig) -> tuple[EvalReport, list[Trajectory]]:
+async def evaluate(
+    tasks: list[Task], pool: EnvPool, generator: Generator, chat: ChatFormat, config: EpisodeConfig
+) -> tuple[EvalReport, list[Trajectory]]:
     trajectories = await run_episodes(tasks, pool, generator, chat, config)
     return summarize(trajectories, config), trajectories
 
@@ -50,8 +51,15 @@ async def evaluate(tasks: list[Task], pool: EnvPool, generator: Generator, chat:
 class HeldOutEvaluator:
     """The held-out evaluations of a training run: a fixed task list, the run's eval decoding, one row each."""
 
-    def __init__(self, tasks: list[Task], pool: EnvPool, generator: Generator, chat: ChatFormat,
-                 config: EpisodeConfig, reporter=None):
+    def __init__(
+        self,
+        tasks: list[Task],
+        pool: EnvPool,
+        generator: Generator,
+        chat: ChatFormat,
+        config: EpisodeConfig,
+        reporter=None,
+    ):
         self.tasks, self.pool, self.generator, self.chat, self.config = tasks, pool, generator, chat, config
         self.reporter = reporter
 
@@ -72,7 +80,8 @@ class HeldOutEvaluator:
             self.reporter.message(
                 f"held-out @ step {step}: success {report.success_rate:.3f} (T={report.temperature:g})"
                 + (f", {row['sampled_success_rate']:.3f} (T=1)" if full else "")
-                + f", mean turns {report.mean_turns:.2f}")
+                + f", mean turns {report.mean_turns:.2f}"
+            )
         return row
 
     async def _success(self, **changes) -> EvalReport:

@@ -50,9 +50,13 @@ class Sequence:
         return max(r.sampling.max_new_tokens, max(map(len, r.allowed))) if r.allowed else r.sampling.max_new_tokens
 
     def result(self) -> GenerateResult:
-        return GenerateResult(request_id=self.request.request_id, output_ids=list(self.out_ids),
-                              logprobs=list(self.logprobs), versions=list(self.versions),
-                              finish_reason=self.finish or "length")
+        return GenerateResult(
+            request_id=self.request.request_id,
+            output_ids=list(self.out_ids),
+            logprobs=list(self.logprobs),
+            versions=list(self.versions),
+            finish_reason=self.finish or "length",
+        )
 
 
 @dataclass
@@ -68,8 +72,9 @@ class _Prefill:
 
 
 class ContinuousBatcher:
-    def __init__(self, model, pad_token_id: int, generator: torch.Generator | None = None,
-                 store: KVStore | None = None):
+    def __init__(
+        self, model, pad_token_id: int, generator: torch.Generator | None = None, store: KVStore | None = None
+    ):
         self.model = model
         self.pad_token_id = pad_token_id
         self.generator = generator
@@ -141,8 +146,9 @@ class ContinuousBatcher:
         start = int(attention.any(0).long().argmax())  # first column some remaining row uses
         self._attention = attention[:, start:]
         self._positions = self._positions.index_select(0, keep)
-        self._layers = [(k.index_select(0, keep)[:, :, start:], v.index_select(0, keep)[:, :, start:])
-                        for k, v in self._layers]
+        self._layers = [
+            (k.index_select(0, keep)[:, :, start:], v.index_select(0, keep)[:, :, start:]) for k, v in self._layers
+        ]
         self.rows = left
         return out
 
@@ -170,7 +176,7 @@ class ContinuousBatcher:
             if entry is not None:
                 self.prefix_hits += 1
                 self.reused_tokens += entry.num_tokens
-        return _Prefill(entry, context[entry.num_tokens:] if entry is not None else context)
+        return _Prefill(entry, context[entry.num_tokens :] if entry is not None else context)
 
     def _prefill(self, seqs: list[Sequence]) -> list[Sequence]:
         unique: list[_Prefill] = []
@@ -194,17 +200,16 @@ class ContinuousBatcher:
         attention = torch.zeros((len(unique), width_cached + width_new), dtype=torch.long)
         for row, plan in enumerate(unique):
             c, n = plan.cached, len(plan.fresh)
-            ids[row, width_new - n:] = torch.tensor(plan.fresh, dtype=torch.long)
-            positions[row, width_new - n:] = torch.arange(c, c + n)
-            attention[row, width_cached - c:width_cached] = 1
-            attention[row, width_cached + width_new - n:] = 1
+            ids[row, width_new - n :] = torch.tensor(plan.fresh, dtype=torch.long)
+            positions[row, width_new - n :] = torch.arange(c, c + n)
+            attention[row, width_cached - c : width_cached] = 1
+            attention[row, width_cached + width_new - n :] = 1
         ids, attention, positions = ids.to(self.device), attention.to(self.device), positions.to(self.device)
         past = {self._cache_key: self._reused_cache(unique, width_cached)} if width_cached else {}
         output = self.model(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=True, **past)
         self.prefill_tokens += sum(len(p.fresh) for p in unique)
         index = torch.tensor(row_of, device=self.device)
-        layers = [(k.index_select(0, index), v.index_select(0, index))
-                  for k, v in cache_layers(output_cache(output))]
+        layers = [(k.index_select(0, index), v.index_select(0, index)) for k, v in cache_layers(output_cache(output))]
         finished = self._sample_into(seqs, output.logits[:, -1].index_select(0, index))
         first = len(self.rows)
         self._join(seqs, layers, attention.index_select(0, index), positions[:, -1].index_select(0, index) + 1)
@@ -221,8 +226,8 @@ class ContinuousBatcher:
             for row, plan in enumerate(plans):
                 if plan.entry is not None:
                     k, v = plan.entry.layers[index]
-                    keys[row, :, width - k.shape[1]:] = k
-                    values[row, :, width - v.shape[1]:] = v
+                    keys[row, :, width - k.shape[1] :] = k
+                    values[row, :, width - v.shape[1] :] = v
             layers.append((keys.to(self.device), values.to(self.device)))
         return build_cache(layers)
 
@@ -233,8 +238,10 @@ class ContinuousBatcher:
         width = max(self.width, attention.shape[1])
         old_pad, new_pad = width - self.width, width - attention.shape[1]
         self._layers = [
-            (torch.cat([F.pad(k0, (0, 0, old_pad, 0)), F.pad(k1, (0, 0, new_pad, 0))]),
-             torch.cat([F.pad(v0, (0, 0, old_pad, 0)), F.pad(v1, (0, 0, new_pad, 0))]))
+            (
+                torch.cat([F.pad(k0, (0, 0, old_pad, 0)), F.pad(k1, (0, 0, new_pad, 0))]),
+                torch.cat([F.pad(v0, (0, 0, old_pad, 0)), F.pad(v1, (0, 0, new_pad, 0))]),
+            )
             for (k0, v0), (k1, v1) in zip(self._layers, layers, strict=True)
         ]
         self._attention = torch.cat([F.pad(self._attention, (old_pad, 0)), F.pad(attention, (new_pad, 0))])
@@ -245,9 +252,13 @@ class ContinuousBatcher:
     def _decode(self) -> list[Sequence]:
         pending = torch.tensor([s.out_ids[-1] for s in self.rows], dtype=torch.long, device=self.device)
         attention = F.pad(self._attention, (0, 1), value=1)
-        output = self.model(input_ids=pending[:, None], attention_mask=attention,
-                            position_ids=self._positions[:, None], use_cache=True,
-                            **{self._cache_key: build_cache(self._layers)})
+        output = self.model(
+            input_ids=pending[:, None],
+            attention_mask=attention,
+            position_ids=self._positions[:, None],
+            use_cache=True,
+            **{self._cache_key: build_cache(self._layers)},
+        )
         self._layers = cache_layers(output_cache(output))
         self._attention = attention
         self._positions = self._positions + 1
@@ -270,7 +281,8 @@ class ContinuousBatcher:
             seq.versions.append(self.version)
             allowed = seq.request.allowed
             if token in seq.request.sampling.stop_token_ids or (
-                    allowed is not None and not allowed_next(allowed, seq.out_ids)):
+                allowed is not None and not allowed_next(allowed, seq.out_ids)
+            ):
                 seq.finish = "stop"
             elif len(seq.out_ids) >= seq.max_new:
                 seq.finish = "length"

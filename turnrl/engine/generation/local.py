@@ -21,12 +21,27 @@ from turnrl.protocol import GenerateRequest, GenerateResult
 
 
 class LocalGenerator(Generator):
-    def __init__(self, model, pad_token_id: int, max_batch: int = 256, seed: int = 0, use_thread: bool = True,
-                 kv_cache_tokens: int = 2_000_000, weight_version: int = 0, max_resubmits: int = 8):
+    def __init__(
+        self,
+        model,
+        pad_token_id: int,
+        max_batch: int = 256,
+        seed: int = 0,
+        use_thread: bool = True,
+        kv_cache_tokens: int = 2_000_000,
+        weight_version: int = 0,
+        max_resubmits: int = 8,
+    ):
         self.model = model
-        self.engine = GenerationEngine(model, pad_token_id, max_running=max_batch, seed=seed,
-                                       kv_cache_tokens=kv_cache_tokens, weight_version=weight_version,
-                                       use_thread=use_thread)
+        self.engine = GenerationEngine(
+            model,
+            pad_token_id,
+            max_running=max_batch,
+            seed=seed,
+            kv_cache_tokens=kv_cache_tokens,
+            weight_version=weight_version,
+            use_thread=use_thread,
+        )
         self.max_resubmits = max_resubmits
         self._keys = itertools.count()
 

@@ -15,8 +15,9 @@ from turnrl.models.constraints import allowed_next
 from turnrl.protocol import GenerateRequest
 
 
-def sample_tokens(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor,
-                  generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_tokens(
+    logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One token per row and its log-prob under the temperature-scaled (unfiltered) distribution."""
     greedy = temperature <= 0
     scale = torch.where(greedy, torch.ones_like(temperature), temperature)

@@ -71,9 +71,15 @@ class GenerationService:
     def __init__(self, config: ServiceConfig, model, pad_token_id: int):
         self.config = config
         self.model = model
-        self.engine = GenerationEngine(model, pad_token_id, max_running=config.max_running, seed=config.seed,
-                                       kv_cache_tokens=config.kv_cache_tokens,
-                                       default_timeout_s=config.default_timeout_s, in_flight=config.in_flight)
+        self.engine = GenerationEngine(
+            model,
+            pad_token_id,
+            max_running=config.max_running,
+            seed=config.seed,
+            kv_cache_tokens=config.kv_cache_tokens,
+            default_timeout_s=config.default_timeout_s,
+            in_flight=config.in_flight,
+        )
         self._decoder = msgspec.msgpack.Decoder(ServiceCallKind, strict=True)
         self._stop = asyncio.Event()
         self._socket: zmq.asyncio.Socket | None = None
@@ -110,18 +116,31 @@ class GenerationService:
             frames = await self._socket.recv_multipart()
             identity, payload = frames[0], frames[1:]
             if len(payload) != 1:
-                self._send(identity, ErrorReply(request_id=None, code="malformed",
-                                                message=f"expected one payload frame, got {len(payload)}"))
+                self._send(
+                    identity,
+                    ErrorReply(
+                        request_id=None, code="malformed", message=f"expected one payload frame, got {len(payload)}"
+                    ),
+                )
                 continue
             if len(payload[0]) > self.config.max_frame_bytes:
-                self._send(identity, ErrorReply(request_id=None, code="too_large", message=(
-                    f"frame of {len(payload[0])} bytes exceeds max_frame_bytes={self.config.max_frame_bytes}")))
+                self._send(
+                    identity,
+                    ErrorReply(
+                        request_id=None,
+                        code="too_large",
+                        message=(
+                            f"frame of {len(payload[0])} bytes exceeds max_frame_bytes={self.config.max_frame_bytes}"
+                        ),
+                    ),
+                )
                 continue
             try:
                 call = self._decoder.decode(payload[0])
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                self._send(identity, ErrorReply(request_id=_request_id_of(payload[0]), code="malformed",
-                                                message=str(exc)))
+                self._send(
+                    identity, ErrorReply(request_id=_request_id_of(payload[0]), code="malformed", message=str(exc))
+                )
                 continue
             if isinstance(call, GenerateCall):
                 self._submit(identity, call)
@@ -143,8 +162,9 @@ class GenerationService:
         if done.cancelled():
             return
         if isinstance(done.exception(), GenerationError):
-            return self._send(identity, ErrorReply(request_id=request_id, code="internal",
-                                                   message=str(done.exception())))
+            return self._send(
+                identity, ErrorReply(request_id=request_id, code="internal", message=str(done.exception()))
+            )
         result, retry = done.result()
         self._send(identity, GenerateReply(request_id=request_id, result=result, retry=retry))
 
@@ -192,21 +212,33 @@ class GenerationService:
             def load(model):
                 return load_tensors_into(model, tensors)
         else:
+
             def load(model):
                 return load_directory_into(model, call.path)
+
         version, running = await self.engine.update_weights(load, call.version, call.in_flight)
         return AckReply(request_id=call.request_id, weight_version=version, affected=running)
 
     def stats(self, request_id: str | None) -> ServiceStats:
         s = self.engine.stats()
-        return ServiceStats(request_id=request_id, weight_version=s.weight_version, paused=self.engine.paused,
-                            running=self.engine.running, waiting=self.engine.waiting,
-                            steps=self.engine.batcher.steps, tokens_generated=s.tokens_generated,
-                            requests_finished=s.requests_finished, errors_replied=self.errors_replied,
-                            busy_seconds=s.busy_seconds, max_running=self.config.max_running,
-                            prefill_tokens=s.prefill_tokens, reused_tokens=s.reused_tokens,
-                            shared_prefill_tokens=s.shared_prefill_tokens, prefix_lookups=s.prefix_lookups,
-                            prefix_hits=s.prefix_hits)
+        return ServiceStats(
+            request_id=request_id,
+            weight_version=s.weight_version,
+            paused=self.engine.paused,
+            running=self.engine.running,
+            waiting=self.engine.waiting,
+            steps=self.engine.batcher.steps,
+            tokens_generated=s.tokens_generated,
+            requests_finished=s.requests_finished,
+            errors_replied=self.errors_replied,
+            busy_seconds=s.busy_seconds,
+            max_running=self.config.max_running,
+            prefill_tokens=s.prefill_tokens,
+            reused_tokens=s.reused_tokens,
+            shared_prefill_tokens=s.shared_prefill_tokens,
+            prefix_lookups=s.prefix_lookups,
+            prefix_hits=s.prefix_hits,
+        )
 
 
 def run_service(config: ServiceConfig) -> None:
@@ -225,7 +257,7 @@ def run_service_from_json(config_json: bytes) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="turnrl generation service (ZeroMQ ROUTER)")
-    parser.add_argument("--config", required=True, help="ServiceConfig as JSON, e.g. '{\"model_path\": \"...\"}'")
+    parser.add_argument("--config", required=True, help='ServiceConfig as JSON, e.g. \'{"model_path": "..."}\'')
     run_service_from_json(parser.parse_args(argv).config.encode())
 
 

@@ -57,9 +57,16 @@ _reply_decoder = msgspec.msgpack.Decoder(ServiceReplyKind, strict=True)
 
 
 class ServiceGenerator(Generator):
-    def __init__(self, address: str, request_timeout_s: float | None = None, service_timeout_s: float | None = None,
-                 resubmit_on_update: bool = True, max_resubmits: int = 8, max_frame_bytes: int = MAX_FRAME_BYTES,
-                 owned_process: ServiceProcess | None = None):
+    def __init__(
+        self,
+        address: str,
+        request_timeout_s: float | None = None,
+        service_timeout_s: float | None = None,
+        resubmit_on_update: bool = True,
+        max_resubmits: int = 8,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
+        owned_process: ServiceProcess | None = None,
+    ):
         if request_timeout_s is not None and request_timeout_s <= 0:
             raise ValueError(f"request_timeout_s must be > 0, got {request_timeout_s}")
         self.address = address
@@ -120,8 +127,10 @@ class ServiceGenerator(Generator):
             raise ValueError(f"request_id {call.request_id!r} is already waiting for a reply")
         frame = encode(call)
         if len(frame) > self.max_frame_bytes:  # the service could not say which call its error answers
-            raise ValueError(f"{type(call).__name__} {call.request_id!r}: frame of {len(frame)} bytes exceeds "
-                             f"max_frame_bytes={self.max_frame_bytes}")
+            raise ValueError(
+                f"{type(call).__name__} {call.request_id!r}: frame of {len(frame)} bytes exceeds "
+                f"max_frame_bytes={self.max_frame_bytes}"
+            )
         future = asyncio.get_running_loop().create_future()
         self._futures[call.request_id] = future
         try:
@@ -130,8 +139,9 @@ class ServiceGenerator(Generator):
         except TimeoutError:
             if isinstance(call, GenerateCall):
                 with contextlib.suppress(Exception):
-                    await self._socket.send(encode(AbortCall(request_id=self._new_id("abort"),
-                                                             targets=[call.request_id])))
+                    await self._socket.send(
+                        encode(AbortCall(request_id=self._new_id("abort"), targets=[call.request_id]))
+                    )
             raise
         finally:
             self._futures.pop(call.request_id, None)
@@ -151,7 +161,8 @@ class ServiceGenerator(Generator):
         for _ in range(self.max_resubmits + 1):
             reply: GenerateReply = await self.call(
                 GenerateCall(request_id=request.request_id, request=request, timeout_s=service_timeout),
-                self.request_timeout_s)
+                self.request_timeout_s,
+            )
             if reply.retry and self.resubmit_on_update:
                 continue
             if reply.result.finish_reason == "timeout":
@@ -173,12 +184,20 @@ class ServiceGenerator(Generator):
     async def resume(self) -> AckReply:
         return await self.call(ResumeCall(request_id=self._new_id("resume")))
 
-    async def update_weights(self, path: str | None = None, tensors: dict[str, torch.Tensor] | None = None,
-                             version: int | None = None, in_flight: InFlightPolicy | None = None) -> int:
+    async def update_weights(
+        self,
+        path: str | None = None,
+        tensors: dict[str, torch.Tensor] | None = None,
+        version: int | None = None,
+        in_flight: InFlightPolicy | None = None,
+    ) -> int:
         """New weights from a saved model directory or named tensors; returns the new weight version."""
         packed = pack_tensors(tensors) if tensors is not None else None
-        reply = await self.call(UpdateWeightsCall(request_id=self._new_id("update"), path=path, tensors=packed,
-                                                  version=version, in_flight=in_flight))
+        reply = await self.call(
+            UpdateWeightsCall(
+                request_id=self._new_id("update"), path=path, tensors=packed, version=version, in_flight=in_flight
+            )
+        )
         return reply.weight_version
 
     async def service_stats(self, timeout_s: float | None = None) -> ServiceStats:
@@ -187,11 +206,17 @@ class ServiceGenerator(Generator):
 
     async def stats(self) -> GeneratorStats:
         s = await self.service_stats()
-        return GeneratorStats(weight_version=s.weight_version, requests_finished=s.requests_finished,
-                              tokens_generated=s.tokens_generated, busy_seconds=s.busy_seconds,
-                              prefill_tokens=s.prefill_tokens, reused_tokens=s.reused_tokens,
-                              shared_prefill_tokens=s.shared_prefill_tokens, prefix_lookups=s.prefix_lookups,
-                              prefix_hits=s.prefix_hits)
+        return GeneratorStats(
+            weight_version=s.weight_version,
+            requests_finished=s.requests_finished,
+            tokens_generated=s.tokens_generated,
+            busy_seconds=s.busy_seconds,
+            prefill_tokens=s.prefill_tokens,
+            reused_tokens=s.reused_tokens,
+            shared_prefill_tokens=s.shared_prefill_tokens,
+            prefix_lookups=s.prefix_lookups,
+            prefix_hits=s.prefix_hits,
+        )
 
     async def push_weights(self, model, tokenizer, staging_dir: Path) -> int:
         """The learner's weights as raw tensors over the socket (no disk); returns the new version."""
@@ -229,8 +254,12 @@ class ServiceProcess:
 
     def start(self, timeout_s: float = 120.0) -> ServiceProcess:
         context = multiprocessing.get_context("spawn")
-        self.process = context.Process(target=run_service_from_json, args=(msgspec.json.encode(self.config),),
-                                       daemon=True, name="turnrl-generation-service")
+        self.process = context.Process(
+            target=run_service_from_json,
+            args=(msgspec.json.encode(self.config),),
+            daemon=True,
+            name="turnrl-generation-service",
+        )
         self.process.start()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -15,19 +15,41 @@ from turnrl.engine.generation.local import LocalGenerator
 from turnrl.models.loading import save_policy
 
 
-async def open_generator(config: GeneratorConfig, model, tokenizer, run_dir: Path, *, seed: int, max_batch: int,
-                         kv_cache_tokens: int, weight_version: int = 0) -> Generator:
+async def open_generator(
+    config: GeneratorConfig,
+    model,
+    tokenizer,
+    run_dir: Path,
+    *,
+    seed: int,
+    max_batch: int,
+    kv_cache_tokens: int,
+    weight_version: int = 0,
+) -> Generator:
     staging = staging_dir(run_dir)
     if config.kind == "local":
-        return LocalGenerator(model, tokenizer.pad_token_id, max_batch=max_batch, seed=seed,
-                              kv_cache_tokens=kv_cache_tokens, weight_version=weight_version)
+        return LocalGenerator(
+            model,
+            tokenizer.pad_token_id,
+            max_batch=max_batch,
+            seed=seed,
+            kv_cache_tokens=kv_cache_tokens,
+            weight_version=weight_version,
+        )
     if config.kind == "service":
         from turnrl.engine.generation.service_client import ServiceGenerator, ServiceProcess
 
         await asyncio.to_thread(save_policy, model, tokenizer, staging)
         address = config.address or f"ipc://{(Path(run_dir) / 'generation.sock').resolve()}"
-        process = ServiceProcess(ServiceConfig(model_path=str(staging), address=address, seed=seed,
-                                               max_running=config.max_running, kv_cache_tokens=kv_cache_tokens))
+        process = ServiceProcess(
+            ServiceConfig(
+                model_path=str(staging),
+                address=address,
+                seed=seed,
+                max_running=config.max_running,
+                kv_cache_tokens=kv_cache_tokens,
+            )
+        )
         await asyncio.to_thread(process.start)
         generator = ServiceGenerator(address, request_timeout_s=config.request_timeout_s, owned_process=process)
         if weight_version:  # a resumed run: the service starts at 0
@@ -35,8 +57,9 @@ async def open_generator(config: GeneratorConfig, model, tokenizer, run_dir: Pat
         return generator
     from turnrl.engine.generation.sglang import SGLangGenerator
 
-    generator = SGLangGenerator(SGLangConfig(urls=list(config.urls), request_timeout_s=config.request_timeout_s),
-                                initial_version=weight_version)
+    generator = SGLangGenerator(
+        SGLangConfig(urls=list(config.urls), request_timeout_s=config.request_timeout_s), initial_version=weight_version
+    )
     if weight_version:  # a resumed run: the servers hold the weights they were launched with
         await asyncio.to_thread(save_policy, model, tokenizer, staging)
         await generator.update_weights(str(staging.resolve()), version=weight_version + 1)

@@ -26,8 +26,16 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(run_dir: str | Path, step: int, model, tokenizer, learner, state: dict, keep: int = 2,
-                    rng_states: dict[str, torch.Tensor] | None = None) -> Path:
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    model,
+    tokenizer,
+    learner,
+    state: dict,
+    keep: int = 2,
+    rng_states: dict[str, torch.Tensor] | None = None,
+) -> Path:
     """``learner`` is anything with ``state_dict()`` (optimizers, critic, reference, RNG); ``rng.pt`` holds
     torch's global RNG state under ``"torch"`` and any ``rng_states`` beside it."""
     run_dir = Path(run_dir)

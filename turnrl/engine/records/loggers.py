@@ -17,8 +17,11 @@ from turnrl.engine.records.metrics import MetricsWriter
 
 
 def _numeric(row: dict) -> dict[str, float]:
-    return {k: float(v) for k, v in row.items()
-            if isinstance(v, int | float) and not isinstance(v, bool) and k != "step" and math.isfinite(v)}
+    return {
+        k: float(v)
+        for k, v in row.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and k != "step" and math.isfinite(v)
+    }
 
 
 class MetricsLogger:
@@ -39,8 +42,14 @@ class MetricsLogger:
             try:
                 import wandb
 
-                self.wandb = wandb.init(project=config.wandb_project, dir=str(run_dir), mode=config.wandb_mode,
-                                        config=run_config or {}, name=run_dir.name, reinit="finish_previous")
+                self.wandb = wandb.init(
+                    project=config.wandb_project,
+                    dir=str(run_dir),
+                    mode=config.wandb_mode,
+                    config=run_config or {},
+                    name=run_dir.name,
+                    reinit="finish_previous",
+                )
             except Exception as exc:  # W&B is optional: report it and keep training
                 warnings.warn(f"W&B logging is off: {exc}", stacklevel=2)
 

@@ -53,16 +53,29 @@ def plot_success_curve(rows: list[dict], evals: list[dict], path: str | Path, ti
     ax.plot(steps, [r["train/success_rate"] for r in rows], color="#9bb7d4", label="train success (sampled)")
     if len(rows) >= 5:
         window = 5
-        smooth = [sum(r["train/success_rate"] for r in rows[max(0, i - window + 1): i + 1])
-                  / len(rows[max(0, i - window + 1): i + 1]) for i in range(len(rows))]
+        smooth = [
+            sum(r["train/success_rate"] for r in rows[max(0, i - window + 1) : i + 1])
+            / len(rows[max(0, i - window + 1) : i + 1])
+            for i in range(len(rows))
+        ]
         ax.plot(steps, smooth, color="#1f5fa8", label="train success (5-step mean)")
     if evals:
-        ax.plot([e["step"] for e in evals], [e["success_rate"] for e in evals], "o-", color="#d1495b",
-                label=f"held-out success (T={evals[0].get('temperature', 0):g})")
+        ax.plot(
+            [e["step"] for e in evals],
+            [e["success_rate"] for e in evals],
+            "o-",
+            color="#d1495b",
+            label=f"held-out success (T={evals[0].get('temperature', 0):g})",
+        )
         sampled = [e for e in evals if "sampled_success_rate" in e]
         if sampled:
-            ax.plot([e["step"] for e in sampled], [e["sampled_success_rate"] for e in sampled], "s--",
-                    color="#edae49", label="held-out success (T=1)")
+            ax.plot(
+                [e["step"] for e in sampled],
+                [e["sampled_success_rate"] for e in sampled],
+                "s--",
+                color="#edae49",
+                label="held-out success (T=1)",
+            )
     ax.set_xlabel("training step")
     ax.set_ylabel("success rate")
     ax.set_ylim(-0.02, 1.02)

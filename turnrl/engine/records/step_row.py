@@ -40,9 +40,12 @@ def throughput_metrics(trajectories: list[Trajectory], rollout_seconds: float, l
     """Env steps and generated tokens per second of the rollout, and how many versions the trained tokens lag."""
     seconds = max(rollout_seconds, 1e-9)
     lags = [learner_version - v for t in trajectories for v, m in zip(t.versions, t.loss_mask, strict=True) if m]
-    return {"throughput/env_steps_per_s": sum(len(t.turns) for t in trajectories) / seconds,
-            "throughput/tokens_per_s": sum(t.num_policy_tokens for t in trajectories) / seconds,
-            "staleness/mean": _mean(lags), "staleness/max": float(max(lags, default=0))}
+    return {
+        "throughput/env_steps_per_s": sum(len(t.turns) for t in trajectories) / seconds,
+        "throughput/tokens_per_s": sum(t.num_policy_tokens for t in trajectories) / seconds,
+        "staleness/mean": _mean(lags),
+        "staleness/max": float(max(lags, default=0)),
+    }
 
 
 def generation_metrics(before: GeneratorStats, after: GeneratorStats, rollout_seconds: float, turns: int) -> dict:

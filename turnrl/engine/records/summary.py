@@ -10,8 +10,19 @@ import json
 from pathlib import Path
 
 
-def write_summary(run_dir: Path, cfg, *, level, parameters: int, evals: list[dict], caps: list[int],
-                  seconds: dict[str, float], warmup_losses: list[float], checkpoint: Path, plot: Path) -> dict:
+def write_summary(
+    run_dir: Path,
+    cfg,
+    *,
+    level,
+    parameters: int,
+    evals: list[dict],
+    caps: list[int],
+    seconds: dict[str, float],
+    warmup_losses: list[float],
+    checkpoint: Path,
+    plot: Path,
+) -> dict:
     """``cfg`` is the run's ``TrainConfig``; ``seconds`` holds warmup, rl and wall seconds."""
     first, final = evals[0], evals[-1]
     summary = {

@@ -29,12 +29,19 @@ def episode_record(trajectory: Trajectory, tokenizer) -> dict:
     prompt = tokenizer.decode(trajectory.token_ids[: trajectory.prompt_len], skip_special_tokens=True)
     task = trajectory.task
     return {
-        "item_id": task.item_id, "split": task.split, "group": task.group,
+        "item_id": task.item_id,
+        "split": task.split,
+        "group": task.group,
         "prompt": prompt,
-        "turns": [{"action": t.action_text, "observation": t.observation, "reward": t.reward, "valid": t.valid}
-                  for t in trajectory.turns],
-        "turn_cap": trajectory.turn_cap, "end_reason": trajectory.end_reason,
-        "reward": trajectory.reward, "success": trajectory.success, "error": trajectory.error,
+        "turns": [
+            {"action": t.action_text, "observation": t.observation, "reward": t.reward, "valid": t.valid}
+            for t in trajectory.turns
+        ],
+        "turn_cap": trajectory.turn_cap,
+        "end_reason": trajectory.end_reason,
+        "reward": trajectory.reward,
+        "success": trajectory.success,
+        "error": trajectory.error,
     }
 
 

@@ -55,7 +55,7 @@ class TurnCapSchedule:
         plateau = False
         if window and len(self.success_history) >= 2 * window:
             recent = sum(self.success_history[-window:]) / window
-            before = sum(self.success_history[-2 * window:-window]) / window
+            before = sum(self.success_history[-2 * window : -window]) / window
             plateau = recent - before < cfg.plateau_delta
         if at_cap >= cfg.cap_share_threshold or plateau:
             self.stage += 1

@@ -52,8 +52,15 @@ class EpisodeState(enum.Enum):
 
 
 class EpisodeRunner:
-    def __init__(self, task: Task, env: Env, generator: Generator, chat: ChatFormat, config: EpisodeConfig,
-                 barrier: PhaseBarrier | None = None):
+    def __init__(
+        self,
+        task: Task,
+        env: Env,
+        generator: Generator,
+        chat: ChatFormat,
+        config: EpisodeConfig,
+        barrier: PhaseBarrier | None = None,
+    ):
         self.barrier = barrier
         self.task = task
         self.env = env
@@ -107,8 +114,9 @@ class EpisodeRunner:
     def _finish(self, reason: EndReason, error: str | None = None) -> None:
         self.end_reason, self.error, self.state = reason, error, EpisodeState.FINISHED
 
-    def _append(self, ids: list[int], mask: int, logprobs: list[float] | None = None,
-                versions: list[int] | None = None) -> None:
+    def _append(
+        self, ids: list[int], mask: int, logprobs: list[float] | None = None, versions: list[int] | None = None
+    ) -> None:
         self.token_ids.extend(ids)
         self.loss_mask.extend([mask] * len(ids))
         self.logprobs.extend(logprobs if logprobs is not None else [0.0] * len(ids))

@@ -21,14 +21,15 @@ from turnrl.models.chat import ChatFormat
 from turnrl.protocol import Task, Trajectory
 
 
-async def run_lockstep(tasks: list[Task], pool: EnvPool, generator: Generator, chat: ChatFormat,
-                       config: EpisodeConfig, batch_size: int) -> list[Trajectory]:
+async def run_lockstep(
+    tasks: list[Task], pool: EnvPool, generator: Generator, chat: ChatFormat, config: EpisodeConfig, batch_size: int
+) -> list[Trajectory]:
     """One trajectory per task, in task order; ``batch_size`` episodes at a time, in lock-step."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     out: list[Trajectory] = []
     for start in range(0, len(tasks), batch_size):
-        chunk = tasks[start:start + batch_size]
+        chunk = tasks[start : start + batch_size]
         barrier = PhaseBarrier(len(chunk))
 
         async def one(task: Task, barrier=barrier) -> Trajectory:

@@ -92,7 +92,7 @@ def _constraints(trajectories: list[Trajectory]):
         for turn in traj.turns:
             if turn.allowed is None:
                 continue
-            output = traj.token_ids[turn.action_start:turn.action_end]
+            output = traj.token_ids[turn.action_start : turn.action_end]
             for offset, allowed in enumerate(constrained_positions(turn.allowed, output)):
                 where.append((row, turn.action_start + offset))
                 sets.append(allowed)
@@ -105,11 +105,20 @@ def _constraints(trajectories: list[Trajectory]):
     return torch.tensor(where, dtype=torch.long), allowed
 
 
-def policy_logprobs(model, batch: TokenBatch, temperature: float = 1.0,
-                    chunk_rows: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+def policy_logprobs(
+    model, batch: TokenBatch, temperature: float = 1.0, chunk_rows: int = 2048
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs and entropies [B, T] at the batch's policy tokens (0 elsewhere); see ``models.forward``."""
-    return token_logprobs(model, batch.input_ids, batch.attention_mask, batch.loss_mask, temperature, chunk_rows,
-                          batch.constraint_index, batch.constraint_allowed)
+    return token_logprobs(
+        model,
+        batch.input_ids,
+        batch.attention_mask,
+        batch.loss_mask,
+        temperature,
+        chunk_rows,
+        batch.constraint_index,
+        batch.constraint_allowed,
+    )
 
 
 def micro_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:

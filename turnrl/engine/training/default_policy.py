@@ -15,8 +15,9 @@ from turnrl.models.tiny import build_tiny_model
 from turnrl.models.tokenizer import train_tokenizer
 
 
-def build_default_policy(env: BlockingEnv, item_ids: list[int], config: DefaultModelConfig, seed: int = 0,
-                         on_step=None):
+def build_default_policy(
+    env: BlockingEnv, item_ids: list[int], config: DefaultModelConfig, seed: int = 0, on_step=None
+):
     """Return (model, tokenizer, warm-up losses) built from random-action episodes of ``env``."""
     episodes = random_episodes(env, item_ids, config.warmup.turn_cap, seed)
     corpus = [env.system_prompt]

@@ -76,11 +76,17 @@ class Trainer:
 
             row = batch_metrics(step, rollout.trajectories) | {f"learner/{k}": v for k, v in stats.items()}
             row |= throughput_metrics(rollout.trajectories, rollout.seconds, trained_version)
-            row |= generation_metrics(rollout.before, rollout.after, rollout.seconds,
-                                      sum(len(t.turns) for t in rollout.trajectories))
-            row |= {"time/rollout_s": rollout.seconds, "time/update_s": update_end - update_start,
-                    "time/elapsed_s": update_end - run.seconds["start"], "weight_version": generator.weight_version,
-                    "turn_cap": rollout.turn_cap, "curriculum_stage": run.schedule.stage_for(step)}
+            row |= generation_metrics(
+                rollout.before, rollout.after, rollout.seconds, sum(len(t.turns) for t in rollout.trajectories)
+            )
+            row |= {
+                "time/rollout_s": rollout.seconds,
+                "time/update_s": update_end - update_start,
+                "time/elapsed_s": update_end - run.seconds["start"],
+                "weight_version": generator.weight_version,
+                "turn_cap": rollout.turn_cap,
+                "curriculum_stage": run.schedule.stage_for(step),
+            }
             if buffer.eta:
                 row |= {"buffer/staleness_bound": buffer.eta, "buffer/stale_dropped": buffer.stale_dropped}
             if cfg.eval.every and step % cfg.eval.every == 0 and step != cfg.steps:
@@ -88,8 +94,9 @@ class Trainer:
                 row["eval/success_rate"] = run.evals[-1]["success_rate"]
             run.metrics.write(row)
             log_trajectories(run.run_dir, step, rollout.trajectories, run.tokenizer)  # text, for `turnrl view`
-            self.reporter.advance(step, reward=row["train/reward_mean"], success=row["train/success_rate"],
-                                  turns=row["train/turns_mean"])
+            self.reporter.advance(
+                step, reward=row["train/reward_mean"], success=row["train/success_rate"], turns=row["train/turns_mean"]
+            )
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                 run.checkpoint(step)
             await buffer.advance()  # after this step's eval and checkpoint: with eta = 0 nothing overlaps them
@@ -106,11 +113,26 @@ class Trainer:
         if cfg.steps > 0:  # a resumed, finished run evaluates its last step again
             run.evals = [e for e in run.evals if e["step"] != cfg.steps] + [await run.heldout.row(cfg.steps, True)]
         checkpoint = run.checkpoint(cfg.steps)
-        plot = plot_success_curve(read_metrics(run.run_dir / "metrics.jsonl"), run.evals,
-                                  run.run_dir / "success_curve.png",
-                                  f"{cfg.env.family} {cfg.env.options.get('level', '')} - {cfg.algo.name}")
-        seconds = {"warmup": run.seconds["warmup"], "rl": rl_seconds,
-                   "wall": time.perf_counter() - run.seconds["start"]}
-        return write_summary(run.run_dir, cfg, level=self.level, parameters=parameter_count(run.model),
-                             evals=run.evals, caps=run.schedule.caps, seconds=seconds,
-                             warmup_losses=run.warmup_losses, checkpoint=checkpoint, plot=plot)
+        plot = plot_success_curve(
+            read_metrics(run.run_dir / "metrics.jsonl"),
+            run.evals,
+            run.run_dir / "success_curve.png",
+            f"{cfg.env.family} {cfg.env.options.get('level', '')} - {cfg.algo.name}",
+        )
+        seconds = {
+            "warmup": run.seconds["warmup"],
+            "rl": rl_seconds,
+            "wall": time.perf_counter() - run.seconds["start"],
+        }
+        return write_summary(
+            run.run_dir,
+            cfg,
+            level=self.level,
+            parameters=parameter_count(run.model),
+            evals=run.evals,
+            caps=run.schedule.caps,
+            seconds=seconds,
+            warmup_losses=run.warmup_losses,
+            checkpoint=checkpoint,
+            plot=plot,
+        )

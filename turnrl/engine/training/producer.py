@@ -68,8 +68,9 @@ class RolloutProducer:
         cap = run.schedule.cap(step)
         config = msgspec.structs.replace(run.config.rollout.episode, turn_cap=cap)
         before, start = await run.generator.stats(), time.perf_counter()
-        trajectories = await run_episodes(run.sampler.tasks_for_step(step), run.pool, self.generator, run.chat,
-                                          config, run.config.rollout.concurrency)
+        trajectories = await run_episodes(
+            run.sampler.tasks_for_step(step), run.pool, self.generator, run.chat, config, run.config.rollout.concurrency
+        )
         seconds = time.perf_counter() - start
         self._done[step] = StepRollout(step, cap, trajectories, seconds, before, await run.generator.stats())
         await self.buffer.put(ticket, trajectories)

@@ -63,11 +63,22 @@ class TrainingRun:
         return staging_dir(self.run_dir)
 
     def checkpoint(self, step: int) -> Path:
-        state = {"algo": self.config.algo.name, "curriculum": self.schedule.state_dict(),
-                 "weight_version": self.generator.weight_version, "evals": self.evals}
+        state = {
+            "algo": self.config.algo.name,
+            "curriculum": self.schedule.state_dict(),
+            "weight_version": self.generator.weight_version,
+            "evals": self.evals,
+        }
         rng = self.generator.rng_state()
-        return save_checkpoint(self.run_dir, step, self.model, self.tokenizer, self.learner, state,
-                               rng_states={} if rng is None else {"generator": rng})
+        return save_checkpoint(
+            self.run_dir,
+            step,
+            self.model,
+            self.tokenizer,
+            self.learner,
+            state,
+            rng_states={} if rng is None else {"generator": rng},
+        )
 
     async def close(self) -> None:
         self.metrics.close()
@@ -92,24 +103,51 @@ async def open_training_run(config: TrainConfig, resume_from: Path | None, repor
     torch.manual_seed(cfg.seed)
     model, tokenizer, warmup_losses = await _policy(cfg, resume_from, reporter)
     resumed = load_trainer_state(resume_from) if resume_from is not None else None
-    generator = await open_generator(cfg.rollout.generator, model, tokenizer, run_dir, seed=cfg.seed,
-                                     max_batch=cfg.rollout.max_batch, kv_cache_tokens=cfg.rollout.kv_cache_tokens,
-                                     weight_version=resumed["weight_version"] if resumed else 0)
+    generator = await open_generator(
+        cfg.rollout.generator,
+        model,
+        tokenizer,
+        run_dir,
+        seed=cfg.seed,
+        max_batch=cfg.rollout.max_batch,
+        kv_cache_tokens=cfg.rollout.kv_cache_tokens,
+        weight_version=resumed["weight_version"] if resumed else 0,
+    )
     chat = ChatFormat(tokenizer)
     pool = EnvPool(lambda: spec.factory(**cfg.env.options))
-    eval_config = msgspec.structs.replace(cfg.rollout.episode, turn_cap=cfg.eval.turn_cap,
-                                          temperature=cfg.eval.temperature)
+    eval_config = msgspec.structs.replace(
+        cfg.rollout.episode, turn_cap=cfg.eval.turn_cap, temperature=cfg.eval.temperature
+    )
     run = TrainingRun(
-        config=cfg, run_dir=run_dir, model=model, tokenizer=tokenizer, chat=chat, generator=generator,
-        learner=Learner(model, cfg.algo.learner, tokenizer.pad_token_id, seed=cfg.seed, estimator=cfg.algo.name,
-                        advantage=cfg.algo.advantage, critic=cfg.algo.critic,
-                        per_turn_rewards=cfg.rollout.episode.reward_mode == "sum"),
+        config=cfg,
+        run_dir=run_dir,
+        model=model,
+        tokenizer=tokenizer,
+        chat=chat,
+        generator=generator,
+        learner=Learner(
+            model,
+            cfg.algo.learner,
+            tokenizer.pad_token_id,
+            seed=cfg.seed,
+            estimator=cfg.algo.name,
+            advantage=cfg.algo.advantage,
+            critic=cfg.algo.critic,
+            per_turn_rewards=cfg.rollout.episode.reward_mode == "sum",
+        ),
         schedule=TurnCapSchedule(cfg.curriculum, cfg.env.family, cfg.rollout.episode.turn_cap),
         pool=pool,
-        sampler=TaskSampler(cfg.env.family, spec.splits.train, cfg.rollout.prompts_per_step, cfg.rollout.group_size,
-                            cfg.seed),
-        heldout=HeldOutEvaluator(heldout_tasks(cfg.env.family, spec.splits.test, cfg.eval.tasks), pool, generator,
-                                 chat, eval_config, reporter),
+        sampler=TaskSampler(
+            cfg.env.family, spec.splits.train, cfg.rollout.prompts_per_step, cfg.rollout.group_size, cfg.seed
+        ),
+        heldout=HeldOutEvaluator(
+            heldout_tasks(cfg.env.family, spec.splits.test, cfg.eval.tasks),
+            pool,
+            generator,
+            chat,
+            eval_config,
+            reporter,
+        ),
         metrics=MetricsLogger(run_dir, cfg.logging, to_dict(cfg)),
         warmup_losses=warmup_losses,
         seconds={"start": start, "warmup": time.perf_counter() - start},
@@ -139,8 +177,8 @@ async def _policy(cfg: TrainConfig, resume_from: Path | None, reporter: Reporter
     # Warm-up items are drawn from the far end of the train split; RL samples the whole split.
     items = [train[len(train) - 1 - i] for i in range(default.warmup.episodes)]
     model, tokenizer, losses = build_default_policy(
-        env, items, default, seed=cfg.seed,
-        on_step=lambda s, total, loss: reporter.advance(s, total=total, loss=loss))
+        env, items, default, seed=cfg.seed, on_step=lambda s, total, loss: reporter.advance(s, total=total, loss=loss)
+    )
     await env.close()
     save_policy(model, tokenizer, Path(cfg.out) / "base_model")
     return model.to(device), tokenizer, losses

@@ -61,13 +61,24 @@ def episode_to_trajectory(chat: ChatFormat, episode: RandomEpisode) -> Trajector
             ids += cont
             mask += [0] * len(cont)
     return Trajectory(
-        task=Task(env="warmup", item_id=0), token_ids=ids, loss_mask=mask, logprobs=[0.0] * len(ids),
-        versions=[-1] * len(ids), prompt_len=0,
+        task=Task(env="warmup", item_id=0),
+        token_ids=ids,
+        loss_mask=mask,
+        logprobs=[0.0] * len(ids),
+        versions=[-1] * len(ids),
+        prompt_len=0,
     )
 
 
-def supervised_warmup(model, chat: ChatFormat, trajectories: list[Trajectory], config: WarmupConfig,
-                      pad_token_id: int, seed: int = 0, on_step=None) -> list[float]:
+def supervised_warmup(
+    model,
+    chat: ChatFormat,
+    trajectories: list[Trajectory],
+    config: WarmupConfig,
+    pad_token_id: int,
+    seed: int = 0,
+    on_step=None,
+) -> list[float]:
     """Next-token cross-entropy on the policy tokens; returns the loss per optimizer step."""
     rng = random.Random(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.98), weight_decay=0.0)
@@ -82,7 +93,7 @@ def supervised_warmup(model, chat: ChatFormat, trajectories: list[Trajectory], c
         order = list(range(len(trajectories)))
         rng.shuffle(order)
         for start in range(0, len(order), config.batch_episodes):
-            chosen = [trajectories[i] for i in order[start:start + config.batch_episodes]]
+            chosen = [trajectories[i] for i in order[start : start + config.batch_episodes]]
             n_tokens = sum(len(t.token_ids) - 1 if config.observation_loss else t.num_policy_tokens for t in chosen)
             optimizer.zero_grad(set_to_none=True)
             step_loss = 0.0

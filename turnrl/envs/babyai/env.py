@@ -104,10 +104,7 @@ class BabyAIEnv(BlockingEnv):
     def _render(self) -> str:
         view = observe(self._env)
         self._actions = available_actions(self._env, view)
-        return (
-            f"{render_view(view)}\nAvailable actions: {', '.join(self._actions)}\n"
-            f"Your goal: {self._env.mission}"
-        )
+        return f"{render_view(view)}\nAvailable actions: {', '.join(self._actions)}\nYour goal: {self._env.mission}"
 
     def _invalid(self, why: str) -> EnvResult:
         text = f"Invalid action. {why}\n{self._observation}"

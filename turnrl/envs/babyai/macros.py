@@ -87,8 +87,9 @@ def available_actions(env, view: AgentView) -> dict[str, list[int]]:
                     extra = [FORWARD] if _passable(grid, obj.pos[0] + dx, obj.pos[1] + dy) else []
                     actions[f"go through {obj.label}"] = path + extra
             else:
-                can_open = not door.is_locked or (carrying is not None and carrying.type == "key"
-                                                  and carrying.color == door.color)
+                can_open = not door.is_locked or (
+                    carrying is not None and carrying.type == "key" and carrying.color == door.color
+                )
                 path = path_to(obj)
                 if path is not None and can_open:
                     actions[f"toggle and go through {obj.label}"] = [*path, TOGGLE, FORWARD, FORWARD]

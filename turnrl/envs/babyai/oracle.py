@@ -60,7 +60,7 @@ def _offered(actions: list[str], prefix: str, color: str | None, kind: str, suff
     for action in actions:
         if not (action.startswith(prefix) and action.endswith(suffix)):
             continue
-        label = LABEL.fullmatch(action[len(prefix):len(action) - len(suffix)])
+        label = LABEL.fullmatch(action[len(prefix) : len(action) - len(suffix)])
         if label is None:
             continue
         a_color, a_kind = label.groups()

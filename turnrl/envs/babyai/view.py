@@ -103,4 +103,3 @@ def render_view(view: AgentView) -> str:
         parts.append(f"You are facing a wall {view.wall_ahead} steps away.")
     parts.append(f"You are carrying a {view.carrying}." if view.carrying else "You are not carrying anything.")
     return " ".join(parts)
-

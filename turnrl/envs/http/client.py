@@ -41,13 +41,19 @@ class RemoteProtocol(msgspec.Struct, frozen=True, kw_only=True):
 PROTOCOLS: dict[str, RemoteProtocol] = {
     "agentgym": RemoteProtocol(),
     "agentgym-sciworld": RemoteProtocol(reward_from_score_percent=True),
-    "searchqa": RemoteProtocol(id_field="env_idx", create_id_key=None, item_field="id", strip_action_marker=False,
-                               observe_after_reset=True),
-    "webarena": RemoteProtocol(id_field="env_idx", create_id_key="env_idx", item_field="idx",
-                               reset_extra={"seed": 0}, done_field="terminated", strip_action_marker=False,
-                               observe_after_reset=True),
+    "searchqa": RemoteProtocol(
+        id_field="env_idx", create_id_key=None, item_field="id", strip_action_marker=False, observe_after_reset=True
+    ),
+    "webarena": RemoteProtocol(
+        id_field="env_idx",
+        create_id_key="env_idx",
+        item_field="idx",
+        reset_extra={"seed": 0},
+        done_field="terminated",
+        strip_action_marker=False,
+        observe_after_reset=True,
+    ),
 }
-
 
 
 def strip_marker(text: str) -> str:
@@ -55,13 +61,19 @@ def strip_marker(text: str) -> str:
     idx = text.lower().rfind("action:")
     if idx < 0:
         return text.strip()
-    rest = text[idx + len("action:"):].strip()
+    rest = text[idx + len("action:") :].strip()
     return rest.splitlines()[0].strip() if rest else ""
 
 
 class HttpEnv(Env):
-    def __init__(self, base_url: str, protocol: str | RemoteProtocol = "agentgym", family: str = "remote",
-                 system_prompt: str = "", timeout_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        protocol: str | RemoteProtocol = "agentgym",
+        family: str = "remote",
+        system_prompt: str = "",
+        timeout_s: float = 300.0,
+    ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
         if isinstance(protocol, str):
@@ -97,10 +109,17 @@ class HttpEnv(Env):
         answer = await self._call("POST", "step", {"action": action})
         score = answer.get("score", answer.get("reward", 0.0))
         reward = max(float(score), 0.0) / 100 if p.reward_from_score_percent else float(answer.get("reward", 0.0))
-        info = {"score": score if isinstance(score, int | float) else 0.0,
-                "success": bool(answer.get("success", reward > 0)), "valid": bool(answer.get("valid", True))}
-        return EnvResult(observation=_as_text(answer.get("observation", "")), reward=reward,
-                         done=bool(answer.get(p.done_field, False)), info=info)
+        info = {
+            "score": score if isinstance(score, int | float) else 0.0,
+            "success": bool(answer.get("success", reward > 0)),
+            "valid": bool(answer.get("valid", True)),
+        }
+        return EnvResult(
+            observation=_as_text(answer.get("observation", "")),
+            reward=reward,
+            done=bool(answer.get(p.done_field, False)),
+            info=info,
+        )
 
     async def valid_actions(self) -> list[str] | None:
         if self.env_id is None:
@@ -146,16 +165,35 @@ def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def register_remote(family: str, base_url: str, splits: TaskSplits, default_turn_cap: int,
-                    protocol: str = "agentgym", system_prompt: str = "", description: str = "") -> EnvSpec:
+def register_remote(
+    family: str,
+    base_url: str,
+    splits: TaskSplits,
+    default_turn_cap: int,
+    protocol: str = "agentgym",
+    system_prompt: str = "",
+    description: str = "",
+) -> EnvSpec:
     """Register a family served by a remote server, e.g. AgentGym's WebArena:
     ``register_remote("webarena", "http://127.0.0.1:8000", TaskSplits(range(50, 812), range(0, 50)), 15,
     protocol="webarena")``; then ``make_env("webarena")`` gives a ``HttpEnv`` on it."""
 
     def factory(**options) -> HttpEnv:
-        settings = {"base_url": base_url, "protocol": protocol, "family": family, "system_prompt": system_prompt,
-                    **options}
+        settings = {
+            "base_url": base_url,
+            "protocol": protocol,
+            "family": family,
+            "system_prompt": system_prompt,
+            **options,
+        }
         return HttpEnv(**settings)
 
-    return register_env(EnvSpec(family=family, factory=factory, splits=splits, default_turn_cap=default_turn_cap,
-                                description=description or f"remote {protocol} env server at {base_url}"))
+    return register_env(
+        EnvSpec(
+            family=family,
+            factory=factory,
+            splits=splits,
+            default_turn_cap=default_turn_cap,
+            description=description or f"remote {protocol} env server at {base_url}",
+        )
+    )

@@ -69,8 +69,12 @@ def _reset(family: str, item: int, slot: Slot) -> dict[str, Any]:
     payload: dict[str, Any] = {"observation": text, "reward": 0.0, "score": 0, "done": False}
     if family == "sciworld":
         env = slot.env
-        payload.update(observation=text[len(env.task_description) + 1:], task_description=env.task_description,
-                       task_name=env.task_name, var_num=env.variation)
+        payload.update(
+            observation=text[len(env.task_description) + 1 :],
+            task_description=env.task_description,
+            task_name=env.task_name,
+            var_num=env.variation,
+        )
     return payload
 
 
@@ -79,16 +83,23 @@ def _step(action: str, slot: Slot) -> dict[str, Any]:
         raise EpisodeOver("the episode has ended; reset this env first" if slot.started else "reset this env first")
     result = slot.env.step_sync(_as_reply(action))
     slot.observation, slot.done = result.observation, result.done
-    return {"observation": result.observation, "reward": result.reward, "score": result.info.get("score", 0),
-            "done": result.done, "valid": result.info.get("valid", True), "success": result.info.get("success", False)}
+    return {
+        "observation": result.observation,
+        "reward": result.reward,
+        "score": result.info.get("score", 0),
+        "done": result.done,
+        "valid": result.info.get("valid", True),
+        "success": result.info.get("success", False),
+    }
 
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": message})
 
 
-def build_app(family: str, max_envs: int = 64, idle_timeout_s: float = 600.0,
-              env_options: dict[str, Any] | None = None) -> FastAPI:
+def build_app(
+    family: str, max_envs: int = 64, idle_timeout_s: float = 600.0, env_options: dict[str, Any] | None = None
+) -> FastAPI:
     """The ASGI app serving ``family`` (raises ``ValueError`` for an unknown family or bad limits)."""
     spec = get_env_spec(family)
     options = {**SERVER_ENV_OPTIONS.get(family, {}), **(env_options or {})}
@@ -136,8 +147,13 @@ def build_app(family: str, max_envs: int = 64, idle_timeout_s: float = 600.0,
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "family": family, "live_envs": len(pool), "max_envs": pool.max_envs,
-                "reaped": pool.reaped}
+        return {
+            "status": "ok",
+            "family": family,
+            "live_envs": len(pool),
+            "max_envs": pool.max_envs,
+            "reaped": pool.reaped,
+        }
 
     @app.post("/create")
     async def create() -> dict[str, Any]:
@@ -170,8 +186,14 @@ def build_app(family: str, max_envs: int = 64, idle_timeout_s: float = 600.0,
     return app
 
 
-def serve(family: str, host: str = "127.0.0.1", port: int = 8000, max_envs: int = 64,
-          idle_timeout_s: float = 600.0, env_options: dict[str, Any] | None = None) -> None:
+def serve(
+    family: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_envs: int = 64,
+    idle_timeout_s: float = 600.0,
+    env_options: dict[str, Any] | None = None,
+) -> None:
     """Run the server in the foreground (blocks until interrupted)."""
     import uvicorn
 

@@ -34,8 +34,9 @@ class SciWorldEnv(BlockingEnv):
     family = "sciworld"
     system_prompt = SYSTEM_PROMPT
 
-    def __init__(self, heap_mb: int = DEFAULT_HEAP_MB, step_limit: int = DEFAULT_STEP_LIMIT,
-                 gold_path: bool = False) -> None:
+    def __init__(
+        self, heap_mb: int = DEFAULT_HEAP_MB, step_limit: int = DEFAULT_STEP_LIMIT, gold_path: bool = False
+    ) -> None:
         if heap_mb < 128:
             raise ValueError(f"heap_mb must be >= 128, got {heap_mb}")
         if step_limit < 1:
@@ -90,8 +91,14 @@ class SciWorldEnv(BlockingEnv):
         return [str(a) for a in self.simulator.api.getGoldActionSequence()]
 
     def _result(self, text: str, valid: bool) -> EnvResult:
-        info = {"success": self._score >= 100, "score": self._score, "valid": valid, "task": self.task_name,
-                "variation": self.variation, "item": self._item}
+        info = {
+            "success": self._score >= 100,
+            "score": self._score,
+            "valid": valid,
+            "task": self.task_name,
+            "variation": self.variation,
+            "item": self._item,
+        }
         return EnvResult(observation=text, reward=max(self._score, 0) / 100, done=self._done, info=info)
 
     def close_sync(self) -> None:

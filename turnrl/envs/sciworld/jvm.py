@@ -22,11 +22,15 @@ class SimulatorProcess:
         from scienceworld.constants import BASEPATH, JAR_PATH
 
         port, self._process = launch_gateway(
-            classpath=JAR_PATH, die_on_exit=True, cwd=BASEPATH, return_proc=True,
+            classpath=JAR_PATH,
+            die_on_exit=True,
+            cwd=BASEPATH,
+            return_proc=True,
             javaopts=[f"-Xmx{heap_mb}m", "-XX:+UseSerialGC"],
         )
-        self._gateway = JavaGateway(gateway_parameters=GatewayParameters(auto_field=True, port=port),
-                                    java_process=self._process)
+        self._gateway = JavaGateway(
+            gateway_parameters=GatewayParameters(auto_field=True, port=port), java_process=self._process
+        )
         self.api = self._gateway.jvm.scienceworld.runtime.pythonapi.PythonInterface()
         self.pid = self._process.pid
 

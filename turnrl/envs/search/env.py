@@ -43,9 +43,16 @@ class SearchEnv(BlockingEnv):
     family = "search"
     system_prompt = SYSTEM_PROMPT
 
-    def __init__(self, retriever: str | Retriever = "bm25", topk: int = 3, end_on_answer: bool = False,
-                 world_seed: int = 0, world_size: WorldSize | None = None,
-                 retriever_options: dict | None = None, questions_path: str | None = None) -> None:
+    def __init__(
+        self,
+        retriever: str | Retriever = "bm25",
+        topk: int = 3,
+        end_on_answer: bool = False,
+        world_seed: int = 0,
+        world_size: WorldSize | None = None,
+        retriever_options: dict | None = None,
+        questions_path: str | None = None,
+    ) -> None:
         if not isinstance(topk, int) or topk < 1:
             raise ValueError(f"topk must be a positive int, got {topk!r}")
         self.world: World = cached_world(world_seed, world_size)
@@ -73,8 +80,9 @@ class SearchEnv(BlockingEnv):
             raise RuntimeError("step() after the episode ended; call reset() first")
         tags = TAG.findall(action_text)
         if not tags:
-            return self._invalid("No action found. Write <search>query</search> to search or "
-                                 "<answer>answer</answer> to answer.")
+            return self._invalid(
+                "No action found. Write <search>query</search> to search or <answer>answer</answer> to answer."
+            )
         if len(tags) > 1:
             return self._invalid(f"Found {len(tags)} tags; write exactly one <search> or <answer> tag per turn.")
         name, content = tags[0][0].lower(), " ".join(tags[0][1].split())
@@ -102,8 +110,15 @@ class SearchEnv(BlockingEnv):
 
     def _result(self, text: str, action: str, em: float = 0.0, f1: float = 0.0, valid: bool = True) -> EnvResult:
         assert self.question is not None
-        info = {"success": em == 1.0, "score": em, "f1": f1, "valid": valid, "action": action, "item": self._item,
-                "hops": self.question.hops}
+        info = {
+            "success": em == 1.0,
+            "score": em,
+            "f1": f1,
+            "valid": valid,
+            "action": action,
+            "item": self._item,
+            "hops": self.question.hops,
+        }
         return EnvResult(observation=text, reward=em, done=self._done, info=info)
 
 

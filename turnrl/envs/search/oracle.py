@@ -71,8 +71,9 @@ def combine(question: Question, finals: list[str | None]) -> str:
     return str(count) if count >= len(NUMBER_WORDS) else NUMBER_WORDS[count]
 
 
-def play_random(env: SearchEnv, item_id: int, rng: random.Random, turn_cap: int = 10,
-                vocabulary: list[str] | None = None) -> tuple[bool, float]:
+def play_random(
+    env: SearchEnv, item_id: int, rng: random.Random, turn_cap: int = 10, vocabulary: list[str] | None = None
+) -> tuple[bool, float]:
     """Random searches (1-3 corpus words) and random answers (a corpus word or an entity name); half each."""
     words = vocabulary or corpus_vocabulary(env)
     names = [name for names in env.world.entities.values() for name in names]

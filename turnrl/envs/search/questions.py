@@ -72,8 +72,9 @@ def _bridge(world: World, rng: random.Random, hops: int) -> Question:
             break
     chain = Chain(start, tuple(relations))
     text = RELATIONS[relations[-1]].question.format(x=_phrase(start, chain.relations[:-1]))
-    return Question(text=text, answers=(follow(world, chain),), kind="bridge", hops=hops, chains=(chain,),
-                    combine="value")
+    return Question(
+        text=text, answers=(follow(world, chain),), kind="bridge", hops=hops, chains=(chain,), combine="value"
+    )
 
 
 _COMPARISONS = [
@@ -93,8 +94,14 @@ def _comparison(world: World, rng: random.Random) -> Question:
         if years[0] != years[1]:
             break
     winner = a if years[0] < years[1] else b
-    return Question(text=template.format(a=a, b=b), answers=(winner,), kind="comparison",
-                    hops=2 * len(relations), chains=chains, combine="earliest")
+    return Question(
+        text=template.format(a=a, b=b),
+        answers=(winner,),
+        kind="comparison",
+        hops=2 * len(relations),
+        chains=chains,
+        combine="earliest",
+    )
 
 
 def _aggregation(world: World, rng: random.Random) -> Question:
@@ -112,8 +119,15 @@ def _aggregation(world: World, rng: random.Random) -> Question:
     matches = sum(follow(world, c) == target for c in chains)
     listed = ", ".join(people[:-1]) + f" and {people[-1]}"
     verb = "were born in" if relation == "birth_city" else "worked for"
-    return Question(text=f"How many of {listed} {verb} {target}?", answers=(str(matches), NUMBER_WORDS[matches]),
-                    kind="aggregation", hops=count, chains=chains, combine="count", target=target)
+    return Question(
+        text=f"How many of {listed} {verb} {target}?",
+        answers=(str(matches), NUMBER_WORDS[matches]),
+        kind="aggregation",
+        hops=count,
+        chains=chains,
+        combine="count",
+        target=target,
+    )
 
 
 def make_question(world: World, item_id: int) -> Question:
@@ -143,8 +157,9 @@ def load_questions(path: str | Path) -> list[Question]:
                 raise TypeError("needs a 'question' string and 'golden_answers' strings")
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"questions_path {path}: line {number} is not a question: {error}") from None
-        questions.append(Question(text=row["question"], answers=tuple(answers), kind="external", hops=0, chains=(),
-                                  combine="value"))
+        questions.append(
+            Question(text=row["question"], answers=tuple(answers), kind="external", hops=0, chains=(), combine="value")
+        )
     if not questions:
         raise ValueError(f"questions_path {path} holds no question")
     return questions

@@ -77,9 +77,14 @@ class BM25Retriever(Retriever):
         k = min(topk, len(self.documents))
         ids = self.tokenizer.tokenize(list(queries), update_vocab=False, show_progress=False)
         hits, scores = self.index.retrieve(ids, k=k, show_progress=False)
-        return [[Passage(self.documents[i].title, self.documents[i].text)
-                 for i, score in zip(row, row_scores, strict=True) if score > 0]
-                for row, row_scores in zip(hits.tolist(), scores.tolist(), strict=True)]
+        return [
+            [
+                Passage(self.documents[i].title, self.documents[i].text)
+                for i, score in zip(row, row_scores, strict=True)
+                if score > 0
+            ]
+            for row, row_scores in zip(hits.tolist(), scores.tolist(), strict=True)
+        ]
 
 
 class HTTPRetriever(Retriever):

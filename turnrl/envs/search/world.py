@@ -42,36 +42,125 @@ class Relation(msgspec.Struct, frozen=True):
 
 
 RELATIONS: dict[str, Relation] = {
-    "birth_year": Relation("person", "year", "{s} was born in the year {v}.", "",
-                           "In what year was {x} born?", "born year"),
-    "birth_city": Relation("person", "city", "{s} was born in the city of {v}.", "the birthplace of {x}",
-                           "In which city was {x} born?", "born city"),
-    "employer": Relation("person", "organisation", "{s} spent a whole career working for {v}.",
-                         "the organisation {x} worked for", "Which organisation did {x} work for?",
-                         "career working for"),
-    "mentor": Relation("person", "person", "{s} was a student of {v}.", "the teacher of {x}",
-                       "Who was the teacher of {x}?", "student of"),
-    "founded": Relation("organisation", "year", "{s} was founded in {v}.", "",
-                        "In what year was {x} founded?", "founded"),
-    "founder": Relation("organisation", "person", "{s} was established by {v}.", "the founder of {x}",
-                        "Who founded {x}?", "established by"),
-    "headquarters": Relation("organisation", "city", "{s} has its headquarters in {v}.",
-                             "the headquarters city of {x}", "In which city is {x} headquartered?",
-                             "headquarters"),
-    "country": Relation("city", "country", "{s} is a city in the country of {v}.", "the country of {x}",
-                        "In which country is {x}?", "city country"),
-    "settled": Relation("city", "year", "{s} was first settled in {v}.", "",
-                        "In what year was {x} first settled?", "first settled"),
+    "birth_year": Relation(
+        "person", "year", "{s} was born in the year {v}.", "", "In what year was {x} born?", "born year"
+    ),
+    "birth_city": Relation(
+        "person",
+        "city",
+        "{s} was born in the city of {v}.",
+        "the birthplace of {x}",
+        "In which city was {x} born?",
+        "born city",
+    ),
+    "employer": Relation(
+        "person",
+        "organisation",
+        "{s} spent a whole career working for {v}.",
+        "the organisation {x} worked for",
+        "Which organisation did {x} work for?",
+        "career working for",
+    ),
+    "mentor": Relation(
+        "person",
+        "person",
+        "{s} was a student of {v}.",
+        "the teacher of {x}",
+        "Who was the teacher of {x}?",
+        "student of",
+    ),
+    "founded": Relation(
+        "organisation", "year", "{s} was founded in {v}.", "", "In what year was {x} founded?", "founded"
+    ),
+    "founder": Relation(
+        "organisation",
+        "person",
+        "{s} was established by {v}.",
+        "the founder of {x}",
+        "Who founded {x}?",
+        "established by",
+    ),
+    "headquarters": Relation(
+        "organisation",
+        "city",
+        "{s} has its headquarters in {v}.",
+        "the headquarters city of {x}",
+        "In which city is {x} headquartered?",
+        "headquarters",
+    ),
+    "country": Relation(
+        "city",
+        "country",
+        "{s} is a city in the country of {v}.",
+        "the country of {x}",
+        "In which country is {x}?",
+        "city country",
+    ),
+    "settled": Relation(
+        "city", "year", "{s} was first settled in {v}.", "", "In what year was {x} first settled?", "first settled"
+    ),
 }
 
-_ONSETS = ["b", "c", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "gr",
-           "kr", "tr", "th", "sh", "st", "fl", "pl"]
+_ONSETS = [
+    "b",
+    "c",
+    "d",
+    "f",
+    "g",
+    "h",
+    "k",
+    "l",
+    "m",
+    "n",
+    "p",
+    "r",
+    "s",
+    "t",
+    "v",
+    "z",
+    "br",
+    "dr",
+    "gr",
+    "kr",
+    "tr",
+    "th",
+    "sh",
+    "st",
+    "fl",
+    "pl",
+]
 _VOWELS = ["a", "e", "i", "o", "u", "ae", "ei", "ou", "ia"]
 _CODAS = ["", "", "n", "r", "l", "s", "th", "nd", "rk", "x"]
-_ORG_KINDS = ["Institute", "Company", "Guild", "Press", "Works", "Bank", "Foundry", "Orchestra", "Society",
-              "Academy", "Observatory", "Shipyard"]
-_OCCUPATIONS = ["cartographer", "engineer", "archivist", "botanist", "composer", "merchant", "physician",
-                "surveyor", "weaver", "astronomer", "printer", "clockmaker", "translator", "chemist"]
+_ORG_KINDS = [
+    "Institute",
+    "Company",
+    "Guild",
+    "Press",
+    "Works",
+    "Bank",
+    "Foundry",
+    "Orchestra",
+    "Society",
+    "Academy",
+    "Observatory",
+    "Shipyard",
+]
+_OCCUPATIONS = [
+    "cartographer",
+    "engineer",
+    "archivist",
+    "botanist",
+    "composer",
+    "merchant",
+    "physician",
+    "surveyor",
+    "weaver",
+    "astronomer",
+    "printer",
+    "clockmaker",
+    "translator",
+    "chemist",
+]
 _HOBBIES = ["sailing", "chess", "falconry", "painting", "beekeeping", "fencing", "poetry", "rowing"]
 _KNOWN_FOR = ["bridges", "markets", "canals", "libraries", "festivals", "orchards", "lighthouses", "mills"]
 
@@ -139,8 +228,7 @@ def build_world(seed: int = 0, size: WorldSize | None = None) -> World:
     org_words = namer.pool(max(4, size.organisations // 2), (2, 3))
     first_names = namer.pool(max(8, size.people // 20), (2,))
     last_names = namer.pool(max(size.people // 9, 2 * size.people // len(first_names) + 8), (2, 3))  # 2x names
-    organisations = _unique(rng, size.organisations,
-                            lambda: f"{rng.choice(org_words)} {rng.choice(_ORG_KINDS)}")
+    organisations = _unique(rng, size.organisations, lambda: f"{rng.choice(org_words)} {rng.choice(_ORG_KINDS)}")
     people = _unique(rng, size.people, lambda: f"{rng.choice(first_names)} {rng.choice(last_names)}")
     world.entities = {"country": countries, "city": cities, "organisation": organisations, "person": people}
     world.kind_of = {name: kind for kind, names in world.entities.items() for name in names}
@@ -166,33 +254,70 @@ def build_world(seed: int = 0, size: WorldSize | None = None) -> World:
         listed = ", ".join(rng.sample(cities, 3))
         docs.append(Document(country, f"{country} is a country of the northern coast. Travellers visit {listed}."))
     for city in cities:
-        docs.append(Document(city, f"{_sentence('country', city, facts[city, 'country'])} "
-                                   f"It has about {rng.randint(2, 900) * 1000} inhabitants."))
-        docs.append(Document(city, f"{_sentence('settled', city, facts[city, 'settled'])} "
-                                   f"{city} is known for its {rng.choice(_KNOWN_FOR)}."))
+        docs.append(
+            Document(
+                city,
+                f"{_sentence('country', city, facts[city, 'country'])} "
+                f"It has about {rng.randint(2, 900) * 1000} inhabitants.",
+            )
+        )
+        docs.append(
+            Document(
+                city,
+                f"{_sentence('settled', city, facts[city, 'settled'])} "
+                f"{city} is known for its {rng.choice(_KNOWN_FOR)}.",
+            )
+        )
     for org in organisations:
         kind = org.rsplit(" ", 1)[1].lower()
-        docs.append(Document(org, f"{org} is a {kind} of some renown. "
-                                  f"{_sentence('headquarters', org, facts[org, 'headquarters'])}"))
-        docs.append(Document(org, f"{_sentence('founded', org, facts[org, 'founded'])} "
-                                  f"{_sentence('founder', org, facts[org, 'founder'])}"))
+        docs.append(
+            Document(
+                org, f"{org} is a {kind} of some renown. {_sentence('headquarters', org, facts[org, 'headquarters'])}"
+            )
+        )
+        docs.append(
+            Document(
+                org,
+                f"{_sentence('founded', org, facts[org, 'founded'])} "
+                f"{_sentence('founder', org, facts[org, 'founder'])}",
+            )
+        )
     for person in people:
         first = person.split(" ", 1)[0]
-        docs.append(Document(person, f"{_sentence('birth_year', person, facts[person, 'birth_year'])} "
-                                     f"{_sentence('birth_city', person, facts[person, 'birth_city'])} "
-                                     f"As a child {first} loved {rng.choice(_HOBBIES)}."))
+        docs.append(
+            Document(
+                person,
+                f"{_sentence('birth_year', person, facts[person, 'birth_year'])} "
+                f"{_sentence('birth_city', person, facts[person, 'birth_city'])} "
+                f"As a child {first} loved {rng.choice(_HOBBIES)}.",
+            )
+        )
         occupation = rng.choice(_OCCUPATIONS)
         article = "an" if occupation[0] in "aeiou" else "a"
-        docs.append(Document(person, f"{person} worked as {article} {occupation}. "
-                                     f"{_sentence('employer', person, facts[person, 'employer'])}"))
-        docs.append(Document(person, f"{_sentence('mentor', person, facts[person, 'mentor'])} "
-                                     f"In later life {first} lived in {rng.choice(cities)}."))
+        docs.append(
+            Document(
+                person,
+                f"{person} worked as {article} {occupation}. "
+                f"{_sentence('employer', person, facts[person, 'employer'])}",
+            )
+        )
+        docs.append(
+            Document(
+                person,
+                f"{_sentence('mentor', person, facts[person, 'mentor'])} "
+                f"In later life {first} lived in {rng.choice(cities)}.",
+            )
+        )
     for _ in range(size.gatherings):
         a, b = rng.sample(people, 2)
         city, org = rng.choice(cities), rng.choice(organisations)
-        docs.append(Document(f"Gathering in {city}",
-                             f"{a} and {b} met in {city} at an evening hosted by {org}. "
-                             f"They talked about {rng.choice(_KNOWN_FOR)} and {rng.choice(_HOBBIES)}."))
+        docs.append(
+            Document(
+                f"Gathering in {city}",
+                f"{a} and {b} met in {city} at an evening hosted by {org}. "
+                f"They talked about {rng.choice(_KNOWN_FOR)} and {rng.choice(_HOBBIES)}.",
+            )
+        )
     return world
 
 

@@ -143,8 +143,14 @@ class TextCraftEnv(BlockingEnv):
         """Concrete inventory items that fill ``recipe`` now (None if the inventory cannot)."""
         chosen: list[tuple[str, int]] = []
         for ingredient in recipe.inputs:
-            item = next((i for i, n in sorted(self.inventory.items()) if n >= ingredient.count
-                         and self.book.fits(ingredient, i) and i not in dict(chosen)), None)
+            item = next(
+                (
+                    i
+                    for i, n in sorted(self.inventory.items())
+                    if n >= ingredient.count and self.book.fits(ingredient, i) and i not in dict(chosen)
+                ),
+                None,
+            )
             if item is None:
                 return None
             chosen.append((item, ingredient.count))
@@ -156,6 +162,11 @@ class TextCraftEnv(BlockingEnv):
         return "Inventory: " + " ".join(f"[{item_name(i)}] ({n})" for i, n in sorted(self.inventory.items()))
 
     def _result(self, text: str, valid: bool, reward: float = 0.0) -> EnvResult:
-        info = {"success": reward > 0, "score": reward, "valid": valid, "goal": item_name(self.goal),
-                "item": self._item}
+        info = {
+            "success": reward > 0,
+            "score": reward,
+            "valid": valid,
+            "goal": item_name(self.goal),
+            "item": self._item,
+        }
         return EnvResult(observation=text, reward=reward, done=self._done, info=info)

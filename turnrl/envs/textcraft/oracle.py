@@ -45,7 +45,7 @@ class _Planner:
             if self.craft(recipe, count - self.inventory[recipe.output], depth + 1):
                 return recipe.output
             self.inventory = saved[0]
-            del self.commands[saved[1]:]
+            del self.commands[saved[1] :]
         return None
 
     def craft(self, recipe: CraftRecipe, count: int, depth: int) -> bool:

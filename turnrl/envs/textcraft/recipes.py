@@ -146,8 +146,9 @@ def _convert(recipe) -> CraftRecipe:
         Ingredient(name=i.item_tag.name, count=int(i.count), is_tag=i.item_tag.item_id is None)
         for i in recipe.input_items
     )
-    return CraftRecipe(output=out.item_tag.item_id, output_tag=out.item_tag.tag, output_count=int(out.count),
-                       inputs=inputs)
+    return CraftRecipe(
+        output=out.item_tag.item_id, output_tag=out.item_tag.tag, output_count=int(out.count), inputs=inputs
+    )
 
 
 def default_data_dir() -> str:

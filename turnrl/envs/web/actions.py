@@ -12,8 +12,10 @@ import re
 
 import msgspec
 
-GRAMMAR = ("click [id] | type [id] [text] [press_enter 0|1] | hover [id] | press [keys] | scroll [up|down] | "
-           "goto [url] | go_back | go_forward | stop [answer]")
+GRAMMAR = (
+    "click [id] | type [id] [text] [press_enter 0|1] | hover [id] | press [keys] | scroll [up|down] | "
+    "goto [url] | go_back | go_forward | stop [answer]"
+)
 
 PATTERNS = {
     "click": re.compile(r"click \[(\d+)\]"),
@@ -47,7 +49,7 @@ class WebAction(msgspec.Struct, frozen=True):
 def action_text(reply: str) -> str:
     idx = reply.lower().rfind("action:")
     if idx >= 0:
-        rest = reply[idx + len("action:"):].strip()
+        rest = reply[idx + len("action:") :].strip()
         return rest.splitlines()[0].strip() if rest else ""
     fenced = re.findall(r"```(.*?)```", reply, re.S)
     return (fenced[-1] if fenced else reply).strip()

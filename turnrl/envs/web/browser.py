@@ -60,7 +60,8 @@ class BrowserPool:
             self._playwright = sync_playwright().start()
         self._idle, self._uses = [], {}
         self._browser = self._playwright.chromium.launch(
-            executable_path=self.executable, headless=True, args=["--no-sandbox", "--disable-dev-shm-usage"])
+            executable_path=self.executable, headless=True, args=["--no-sandbox", "--disable-dev-shm-usage"]
+        )
         return self._browser
 
     def _acquire(self):

@@ -14,29 +14,67 @@ from functools import cache
 SEED = 8
 
 CATEGORIES = {
-    "kitchen": ["Copper Kettle", "Bamboo Cutting Board", "Ceramic Teapot", "Chef Knife", "Spice Rack",
-                "Cast Iron Skillet", "Glass Storage Jars"],
+    "kitchen": [
+        "Copper Kettle",
+        "Bamboo Cutting Board",
+        "Ceramic Teapot",
+        "Chef Knife",
+        "Spice Rack",
+        "Cast Iron Skillet",
+        "Glass Storage Jars",
+    ],
     "office": ["Desk Lamp", "Walnut Pen Holder", "Ergonomic Chair", "Paper Shredder", "Whiteboard Markers"],
     "garden": ["Watering Can", "Pruning Shears", "Hose Reel", "Terracotta Planter", "Bird Feeder", "Garden Gloves"],
     "electronics": ["Bluetooth Speaker", "USB Charger", "Noise Cancelling Headphones", "Smart Plug"],
 }
 
 FORUMS = ["books", "cooking", "gardening", "technology"]
-USERS = ["alice_reads", "bob_builds", "carol_cooks", "dave_digs", "erin_codes", "frank_fixes", "gina_grows",
-         "hank_hikes"]
+USERS = [
+    "alice_reads",
+    "bob_builds",
+    "carol_cooks",
+    "dave_digs",
+    "erin_codes",
+    "frank_fixes",
+    "gina_grows",
+    "hank_hikes",
+]
 TOPICS = {
-    "books": ["Best mystery novels of the decade", "Reading slumps and how to beat them",
-              "Audiobooks versus paper", "A review of The Silent Harbor"],
-    "cooking": ["Sourdough starter troubleshooting", "Quick weeknight curries", "Cast iron care myths",
-                "Favourite soup for winter"],
-    "gardening": ["Tomatoes splitting after rain", "Composting in small spaces", "Shade tolerant herbs",
-                  "When to prune roses"],
-    "technology": ["Mechanical keyboards worth it", "Home server on a budget", "Learning Rust in a month",
-                   "Old laptops with new life"],
+    "books": [
+        "Best mystery novels of the decade",
+        "Reading slumps and how to beat them",
+        "Audiobooks versus paper",
+        "A review of The Silent Harbor",
+    ],
+    "cooking": [
+        "Sourdough starter troubleshooting",
+        "Quick weeknight curries",
+        "Cast iron care myths",
+        "Favourite soup for winter",
+    ],
+    "gardening": [
+        "Tomatoes splitting after rain",
+        "Composting in small spaces",
+        "Shade tolerant herbs",
+        "When to prune roses",
+    ],
+    "technology": [
+        "Mechanical keyboards worth it",
+        "Home server on a budget",
+        "Learning Rust in a month",
+        "Old laptops with new life",
+    ],
 }
-COMMENT_LINES = ["Great point, thanks for sharing.", "I had the same experience last year.",
-                 "Could you post a photo?", "This changed how I think about it.", "I disagree, respectfully.",
-                 "Bookmarking this for later.", "Any sources for that?", "Worked for me too."]
+COMMENT_LINES = [
+    "Great point, thanks for sharing.",
+    "I had the same experience last year.",
+    "Could you post a photo?",
+    "This changed how I think about it.",
+    "I disagree, respectfully.",
+    "Bookmarking this for later.",
+    "Any sources for that?",
+    "Worked for me too.",
+]
 
 
 @dataclass(frozen=True)
@@ -102,10 +140,14 @@ def site_data() -> SiteData:
             while rating in ratings:  # distinct ratings: "the highest rated" has one answer
                 rating = round(rng.uniform(2.5, 5.0), 1)
             ratings.add(rating)
-            products.append(Product(len(products) + 1, name, category, rng.randrange(499, 15000, 10) + 9,
-                                    rating, rng.randrange(3, 400)))
-    users = tuple(User(name, f"20{rng.randrange(15, 24)}-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}")
-                  for name in USERS)
+            products.append(
+                Product(
+                    len(products) + 1, name, category, rng.randrange(499, 15000, 10) + 9, rating, rng.randrange(3, 400)
+                )
+            )
+    users = tuple(
+        User(name, f"20{rng.randrange(15, 24)}-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}") for name in USERS
+    )
     posts = []
     for forum in FORUMS:
         for title in TOPICS[forum]:

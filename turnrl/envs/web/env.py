@@ -43,8 +43,13 @@ class WebEnv(BlockingEnv):
     family = "web"
     system_prompt = SYSTEM_PROMPT
 
-    def __init__(self, tasks: str | list[dict] | None = None, site_urls: dict[str, str] | None = None,
-                 pool: BrowserPool | None = None, max_tree_lines: int = MAX_LINES) -> None:
+    def __init__(
+        self,
+        tasks: str | list[dict] | None = None,
+        site_urls: dict[str, str] | None = None,
+        pool: BrowserPool | None = None,
+        max_tree_lines: int = MAX_LINES,
+    ) -> None:
         if tasks is None:
             self.tasks = list(builtin_tasks())
             site_urls = {**shared_site().site_urls, **(site_urls or {})}
@@ -154,9 +159,18 @@ class WebEnv(BlockingEnv):
         self.context = self.page = None
         self._done = True
         message = str(error).splitlines()[0]
-        return EnvResult(observation=f"The browser failed: {message}", reward=0.0, done=True,
-                         info={"success": False, "score": 0.0, "valid": False, "env_error": message,
-                               "task_id": self.task.get("task_id", -1)})
+        return EnvResult(
+            observation=f"The browser failed: {message}",
+            reward=0.0,
+            done=True,
+            info={
+                "success": False,
+                "score": 0.0,
+                "valid": False,
+                "env_error": message,
+                "task_id": self.task.get("task_id", -1),
+            },
+        )
 
     def _invalid(self, message: str) -> EnvResult:
         return self._result(self._observe(error=message), 0.0, False)

@@ -18,7 +18,7 @@ def find_element(tree: str, role: str, name: str) -> int | None:
     for line in tree.splitlines():
         line = line.strip()
         if line.startswith("[") and (line.endswith(prefix) or f"{prefix} value:" in line):
-            return int(line[1:line.index("]")])
+            return int(line[1 : line.index("]")])
     return None
 
 

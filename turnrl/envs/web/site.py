@@ -36,13 +36,17 @@ def esc(text: object) -> str:
 
 
 def page(title: str, nav: str, body: str) -> str:
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title></head>"
-            f"<body><nav>{nav}</nav><main>{body}</main></body></html>")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title></head>"
+        f"<body><nav>{nav}</nav><main>{body}</main></body></html>"
+    )
 
 
-SHOP_NAV = ("<a href='/shop/'>Shop home</a> | <a href='/shop/cart'>Cart</a> | <a href='/shop/orders'>My orders</a>"
-            "<form action='/shop/search' method='get'><label for='q'>Search products</label>"
-            "<input id='q' name='q' type='search'><button type='submit'>Search</button></form>")
+SHOP_NAV = (
+    "<a href='/shop/'>Shop home</a> | <a href='/shop/cart'>Cart</a> | <a href='/shop/orders'>My orders</a>"
+    "<form action='/shop/search' method='get'><label for='q'>Search products</label>"
+    "<input id='q' name='q' type='search'><button type='submit'>Search</button></form>"
+)
 FORUM_NAV = "<a href='/forum/'>Forum home</a> | <a href='/forum/users'>Users</a>"
 
 
@@ -85,12 +89,14 @@ class SiteState:
             body = f"<h1>Search results for '{esc(q)}'</h1>{self.product_list(items)}"
             return 200, page("Search", SHOP_NAV, body)
         if head == "product" and len(parts) == 2 and parts[1].isdigit() and (p := d.product(int(parts[1]))):
-            body = (f"<h1>{esc(p.name)}</h1><p class='price'>Price: {p.price}</p>"
-                    f"<p class='rating'>Rating: {p.rating} out of 5 ({p.reviews} reviews)</p>"
-                    f"<p>Category: <a href='/shop/category/{p.category}'>{p.category.title()}</a></p>"
-                    f"<form method='post' action='/shop/cart/add'><input type='hidden' name='pid' value='{p.id}'>"
-                    "<label for='qty'>Quantity</label><input id='qty' name='qty' type='number' value='1' min='1'>"
-                    "<button type='submit'>Add to cart</button></form>")
+            body = (
+                f"<h1>{esc(p.name)}</h1><p class='price'>Price: {p.price}</p>"
+                f"<p class='rating'>Rating: {p.rating} out of 5 ({p.reviews} reviews)</p>"
+                f"<p>Category: <a href='/shop/category/{p.category}'>{p.category.title()}</a></p>"
+                f"<form method='post' action='/shop/cart/add'><input type='hidden' name='pid' value='{p.id}'>"
+                "<label for='qty'>Quantity</label><input id='qty' name='qty' type='number' value='1' min='1'>"
+                "<button type='submit'>Add to cart</button></form>"
+            )
             return 200, page(p.name, SHOP_NAV, body)
         if head == "cart" and parts == ["cart", "add"] and form:
             pid, qty = form.get("pid", ""), form.get("qty", "1")
@@ -106,16 +112,22 @@ class SiteState:
                 f"<tr data-product='{pid}'><td class='name'>{esc(d.product(pid).name)}</td>"
                 f"<td class='qty'>{qty}</td><td><form method='post' action='/shop/cart/remove'>"
                 f"<input type='hidden' name='pid' value='{pid}'><button type='submit'>Remove "
-                f"{esc(d.product(pid).name)}</button></form></td></tr>" for pid, qty in s.cart.items())
-            table = (f"<table><tr><th>Product</th><th>Quantity</th><th></th></tr>{rows}</table>"
-                     "<a href='/shop/checkout'>Proceed to checkout</a>")
+                f"{esc(d.product(pid).name)}</button></form></td></tr>"
+                for pid, qty in s.cart.items()
+            )
+            table = (
+                f"<table><tr><th>Product</th><th>Quantity</th><th></th></tr>{rows}</table>"
+                "<a href='/shop/checkout'>Proceed to checkout</a>"
+            )
             body = "<h1>Your cart</h1>" + (table if rows else "<p>Your cart is empty.</p>")
             return 200, page("Cart", SHOP_NAV, body)
         if parts == ["checkout"]:
-            body = ("<h1>Checkout</h1><form method='post' action='/shop/order'>"
-                    "<label for='fullname'>Full name</label><input id='fullname' name='fullname' type='text'>"
-                    "<label for='address'>Shipping address</label><input id='address' name='address' type='text'>"
-                    "<button type='submit'>Place order</button></form>")
+            body = (
+                "<h1>Checkout</h1><form method='post' action='/shop/order'>"
+                "<label for='fullname'>Full name</label><input id='fullname' name='fullname' type='text'>"
+                "<label for='address'>Shipping address</label><input id='address' name='address' type='text'>"
+                "<button type='submit'>Place order</button></form>"
+            )
             return 200, page("Checkout", SHOP_NAV, body)
         if parts == ["order"] and form:
             if not s.cart or not form.get("fullname", "").strip() or not form.get("address", "").strip():
@@ -130,8 +142,10 @@ class SiteState:
             else:
                 n = int(parts[1]) if parts[1].isdigit() else 0
                 indexed = [(n, s.orders[n - 1])] if 1 <= n <= len(s.orders) else []
-            rows = "".join(f"<li class='order'>Order #{n}: {esc(o['items'])}, ship to {esc(o['name'])}, "
-                           f"{esc(o['address'])}</li>" for n, o in indexed)
+            rows = "".join(
+                f"<li class='order'>Order #{n}: {esc(o['items'])}, ship to {esc(o['name'])}, {esc(o['address'])}</li>"
+                for n, o in indexed
+            )
             return 200, page("Orders", SHOP_NAV, f"<h1>My orders</h1><ul>{rows or '<li>No orders yet.</li>'}</ul>")
         return 404, page("Not found", SHOP_NAV, "<h1>Page not found</h1>")
 
@@ -146,7 +160,9 @@ class SiteState:
         rows = "".join(
             f"<li class='post'><a href='/forum/post/{p.id}'>{esc(p.title)}</a> by "
             f"<a href='/forum/user/{p.author}'>{p.author}</a>, {p.score + s.votes.get(p.id, 0)} points, "
-            f"{len(self.comments(p, s))} comments</li>" for p in posts)
+            f"{len(self.comments(p, s))} comments</li>"
+            for p in posts
+        )
         return f"<ul>{rows}</ul>" if rows else "<p>No posts yet.</p>"
 
     def forum(self, parts: list[str], form: dict, s: SessionState) -> tuple[int, str]:
@@ -164,14 +180,18 @@ class SiteState:
                 s.new_posts.append(Post(len(posts) + 1, name, title, "you", body, 1))
                 return 303, f"/forum/post/{len(posts) + 1}"
             if parts[2:] == ["submit"]:
-                body = (f"<h1>Submit a post to f/{name}</h1><form method='post' action='/forum/f/{name}/submit'>"
-                        "<label for='title'>Title</label><input id='title' name='title' type='text'>"
-                        "<label for='body'>Body</label><textarea id='body' name='body'></textarea>"
-                        "<button type='submit'>Create post</button></form>")
+                body = (
+                    f"<h1>Submit a post to f/{name}</h1><form method='post' action='/forum/f/{name}/submit'>"
+                    "<label for='title'>Title</label><input id='title' name='title' type='text'>"
+                    "<label for='body'>Body</label><textarea id='body' name='body'></textarea>"
+                    "<button type='submit'>Create post</button></form>"
+                )
                 return 200, page("Submit", FORUM_NAV, body)
             if len(parts) == 2:
-                body = (f"<h1>f/{name}</h1><a href='/forum/f/{name}/submit'>Submit a new post</a>"
-                        f"{self.post_rows([p for p in posts if p.forum == name], s)}")
+                body = (
+                    f"<h1>f/{name}</h1><a href='/forum/f/{name}/submit'>Submit a new post</a>"
+                    f"{self.post_rows([p for p in posts if p.forum == name], s)}"
+                )
                 return 200, page(f"f/{name}", FORUM_NAV, body)
         if head == "post" and len(parts) >= 2 and parts[1].isdigit() and 1 <= int(parts[1]) <= len(posts):
             p = posts[int(parts[1]) - 1]
@@ -185,28 +205,34 @@ class SiteState:
                 s.new_comments.setdefault(p.id, []).append(Comment("you", text))
                 return 303, f"/forum/post/{p.id}"
             if len(parts) == 2:
-                comments = "".join(f"<li class='comment'><a href='/forum/user/{c.author}'>{c.author}</a>: "
-                                   f"{esc(c.text)}</li>" for c in self.comments(p, s))
-                body = (f"<h1>{esc(p.title)}</h1><p>Posted by <a href='/forum/user/{p.author}'>{p.author}</a> in "
-                        f"<a href='/forum/f/{p.forum}'>f/{p.forum}</a></p>"
-                        f"<p class='score'>Score: {p.score + s.votes.get(p.id, 0)}</p>"
-                        f"<form method='post' action='/forum/post/{p.id}/vote'><input type='hidden' name='dir' "
-                        "value='up'><button type='submit'>Upvote</button></form>"
-                        f"<form method='post' action='/forum/post/{p.id}/vote'><input type='hidden' name='dir' "
-                        "value='down'><button type='submit'>Downvote</button></form>"
-                        f"<article class='body'>{esc(p.body)}</article>"
-                        f"<h2>Comments ({len(self.comments(p, s))})</h2><ul class='comments'>{comments}</ul>"
-                        f"<form method='post' action='/forum/post/{p.id}/comment'><label for='text'>Your comment"
-                        "</label><textarea id='text' name='text'></textarea><button type='submit'>Post comment"
-                        "</button></form>")
+                comments = "".join(
+                    f"<li class='comment'><a href='/forum/user/{c.author}'>{c.author}</a>: {esc(c.text)}</li>"
+                    for c in self.comments(p, s)
+                )
+                body = (
+                    f"<h1>{esc(p.title)}</h1><p>Posted by <a href='/forum/user/{p.author}'>{p.author}</a> in "
+                    f"<a href='/forum/f/{p.forum}'>f/{p.forum}</a></p>"
+                    f"<p class='score'>Score: {p.score + s.votes.get(p.id, 0)}</p>"
+                    f"<form method='post' action='/forum/post/{p.id}/vote'><input type='hidden' name='dir' "
+                    "value='up'><button type='submit'>Upvote</button></form>"
+                    f"<form method='post' action='/forum/post/{p.id}/vote'><input type='hidden' name='dir' "
+                    "value='down'><button type='submit'>Downvote</button></form>"
+                    f"<article class='body'>{esc(p.body)}</article>"
+                    f"<h2>Comments ({len(self.comments(p, s))})</h2><ul class='comments'>{comments}</ul>"
+                    f"<form method='post' action='/forum/post/{p.id}/comment'><label for='text'>Your comment"
+                    "</label><textarea id='text' name='text'></textarea><button type='submit'>Post comment"
+                    "</button></form>"
+                )
                 return 200, page(p.title, FORUM_NAV, body)
         if parts == ["users"]:
             links = "".join(f"<li><a href='/forum/user/{u.name}'>{u.name}</a></li>" for u in self.data.users)
             return 200, page("Users", FORUM_NAV, f"<h1>Users</h1><ul>{links}</ul>")
         if head == "user" and len(parts) == 2 and (u := self.data.user(parts[1])):
             own = [p for p in posts if p.author == u.name]
-            body = (f"<h1>{u.name}</h1><p class='joined'>Joined: {u.joined}</p><p>Posts: {len(own)}</p>"
-                    f"{self.post_rows(own, s)}")
+            body = (
+                f"<h1>{u.name}</h1><p class='joined'>Joined: {u.joined}</p><p>Posts: {len(own)}</p>"
+                f"{self.post_rows(own, s)}"
+            )
             return 200, page(u.name, FORUM_NAV, body)
         return 404, page("Not found", FORUM_NAV, "<h1>Page not found</h1>")
 

@@ -89,9 +89,19 @@ class EnvWorkerPool:
         worker.last_seen = time.monotonic()
         worker.envs = 0
         self._by_identity[worker.identity] = worker
-        cmd = [sys.executable, "-m", "turnrl.envs.zmq.worker", "--endpoint", self.endpoint,
-               "--identity", worker.identity.decode(), "--threads", str(self.config.threads_per_worker),
-               "--heartbeat-s", str(self.config.heartbeat_s)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "turnrl.envs.zmq.worker",
+            "--endpoint",
+            self.endpoint,
+            "--identity",
+            worker.identity.decode(),
+            "--threads",
+            str(self.config.threads_per_worker),
+            "--heartbeat-s",
+            str(self.config.heartbeat_s),
+        ]
         for plugin in self.config.plugins:
             cmd += ["--plugin", plugin]
         worker.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)

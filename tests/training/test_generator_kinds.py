@@ -1,4 +1,5 @@
-"""A training run whose generations come from a GenerationService process: weights follow every update."""
+"""Training runs whose generations come from a GenerationService process or a generator with its own weights:
+weights follow every update, and with eta > 0 generation goes on while the learner updates."""
 
 from __future__ import annotations
 
@@ -35,7 +36,59 @@ def test_training_through_the_generation_service(tmp_path, tiny_model, tokenizer
     assert summary["final_success"] is not None
     # with eta = 0 the buffer drops any token sampled under an older version than the learner's: step 2's
     # episodes all reaching the learner means the service was at version 1 when it sampled them
-    assert rows[1]["train/episodes"] == 4 and rows[1].get("buffer/stale_dropped", 0) == 0
+    assert rows[1]["train/episodes"] == 4 and rows[1]["buffer/stale_dropped"] == 0
+
+
+@pytest.mark.parametrize(
+    ("kind", "in_flight"), [("service", "continue"), ("service", "abort"), ("local", "continue"), ("local", "abort")]
+)
+def test_overlapped_training_keeps_the_staleness_bound(tmp_path, tiny_model, tokenizer, kind, in_flight):
+    base_model = save_policy(tiny_model, tokenizer, tmp_path / "base")
+    base = demo_config("babyai", steps=4, out=str(tmp_path / "run"))
+    config = msgspec.structs.replace(
+        base,
+        model=ModelConfig(path=str(base_model)),
+        rollout=RolloutConfig(
+            prompts_per_step=2,
+            group_size=2,
+            staleness=1,
+            generator=GeneratorConfig(kind=kind, in_flight=in_flight),
+            episode=EpisodeConfig(turn_cap=3, max_new_tokens=6, constrain_to_valid_actions=True),
+        ),
+        eval=EvalConfig(tasks=3, turn_cap=2),
+    )
+    Trainer(config).run()
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and [r["weight_version"] for r in rows] == [1, 2, 3, 4]
+    for row in rows:  # every token trained at most one version after it was sampled, and no episode lost
+        assert row["staleness/max"] <= 1 and row["buffer/staleness_bound"] == 1
+        assert row.get("end/aborted", 0) == 0 and row.get("end/gen_error", 0) == 0
+    assert sum(r["train/episodes"] for r in rows) + rows[-1]["buffer/stale_dropped"] == 16
+
+
+def test_a_learner_that_raises_stops_the_run_with_its_error(tmp_path, tiny_model, tokenizer, monkeypatch):
+    from turnrl.engine.training.learner import Learner
+
+    def broken(self, trajectories):
+        raise RuntimeError("the learner broke")
+
+    monkeypatch.setattr(Learner, "update", broken)
+    base_model = save_policy(tiny_model, tokenizer, tmp_path / "base")
+    base = demo_config("babyai", steps=3, out=str(tmp_path / "run"))
+    config = msgspec.structs.replace(
+        base,
+        model=ModelConfig(path=str(base_model)),
+        rollout=RolloutConfig(
+            prompts_per_step=2,
+            group_size=2,
+            staleness=2,
+            episode=EpisodeConfig(turn_cap=2, max_new_tokens=6, constrain_to_valid_actions=True),
+        ),
+        eval=EvalConfig(tasks=2, turn_cap=2),
+    )
+    with pytest.raises(RuntimeError, match="the learner broke"):
+        Trainer(config).run()
+    assert not (tmp_path / "run" / "metrics.jsonl").read_text().strip()  # no step was recorded as done
 
 
 @pytest.mark.parametrize(
@@ -44,6 +97,8 @@ def test_training_through_the_generation_service(tmp_path, tiny_model, tokenizer
         ({"kind": "vllm"}, "kind must be one of"),
         ({"kind": "sglang"}, "at least one SGLang server"),
         ({"max_running": 0}, "max_running"),
+        ({"weights": "mirror"}, "weights must be one of"),
+        ({"in_flight": "drop"}, "in_flight must be"),
     ],
 )
 def test_bad_generator_configs(kwargs, needle):

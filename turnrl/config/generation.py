@@ -11,6 +11,7 @@ import msgspec
 from turnrl.protocol import MAX_FRAME_BYTES, InFlightPolicy
 
 GENERATOR_KINDS = ("local", "service", "sglang")
+WEIGHT_MODES = ("auto", "shared", "copy")
 
 
 class GeneratorConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -20,8 +21,20 @@ class GeneratorConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_running: int = 64  # service: sequences decoded together
     urls: tuple[str, ...] = ()  # sglang: the servers' base URLs
     request_timeout_s: float | None = None
+    # local: "shared" samples from the learner's own model (generation pauses for every update); "copy" keeps its
+    # own copy, updated between decode steps (generation never stops); "auto": copy when rollout.staleness > 0
+    weights: str = "auto"
+    # local and service: requests running across a weight update "continue" under the new weights (every token
+    # records its version) or "abort" and are resumed from their partial output
+    in_flight: InFlightPolicy = "continue"
 
     def __post_init__(self) -> None:
+        if self.weights not in WEIGHT_MODES:
+            raise ValueError(
+                f"rollout.generator.weights must be one of {', '.join(WEIGHT_MODES)}, got {self.weights!r}"
+            )
+        if self.in_flight not in ("continue", "abort"):
+            raise ValueError(f"rollout.generator.in_flight must be 'continue' or 'abort', got {self.in_flight!r}")
         if self.kind not in GENERATOR_KINDS:
             raise ValueError(f"rollout.generator.kind must be one of {', '.join(GENERATOR_KINDS)}, got {self.kind!r}")
         if self.kind == "sglang" and not self.urls:

@@ -57,6 +57,11 @@ class Generator(ABC):
         A generator that serves no trainable model (a scripted or modelled one) refuses."""
         raise NotImplementedError(f"{type(self).__name__} cannot take new weights")
 
+    def reads_weights_of(self, model) -> bool:
+        """True when this generator samples from ``model`` itself: then ``model`` may change only while no
+        generation runs (see ``PausableGenerator``). A generator with weights of its own returns False."""
+        return False
+
     async def stats(self) -> GeneratorStats:
         return GeneratorStats(weight_version=self.weight_version)
 

@@ -1,14 +1,18 @@
-"""The generation engine in this process, sharing the learner's model object (the CPU default).
+"""The generation engine in this process (the CPU default), on the learner's model or on a copy of its own.
 
 Invariants: those of ``GenerationEngine`` (continuous batching, per-session prefix reuse, a group's shared prompt
-prefilled once); the model is the learner's own, so ``push_weights`` only bumps the version (callers change the
-weights while generation is paused, see ``PausableGenerator``); the sampling RNG is this process's and is saved
-and restored exactly.
+prefilled once). With ``copy_weights=False`` it samples from the learner's own model object, so that model may
+change only while generation is paused (``reads_weights_of`` says so; see ``PausableGenerator``) and
+``push_weights`` only bumps the version. With ``copy_weights=True`` it holds its own copy: ``push_weights`` copies
+the learner's weights in between two decode steps and generation never stops; requests running across the update
+continue under the new weights or are aborted and resumed from their partial output (``in_flight``), so no
+request is lost or redone. The sampling RNG is this process's and is saved and restored exactly.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import itertools
 from pathlib import Path
 
@@ -16,8 +20,10 @@ import torch
 
 from turnrl.engine.generation.base import Generator, GeneratorStats
 from turnrl.engine.generation.engine import GenerationEngine
+from turnrl.engine.generation.partial import continuation, finished_by_budget, merge
 from turnrl.errors import GenerationError, GenerationTimeout
-from turnrl.protocol import GenerateRequest, GenerateResult
+from turnrl.models.weights import load_tensors_into
+from turnrl.protocol import GenerateRequest, GenerateResult, InFlightPolicy
 
 
 class LocalGenerator(Generator):
@@ -31,16 +37,20 @@ class LocalGenerator(Generator):
         kv_cache_tokens: int = 2_000_000,
         weight_version: int = 0,
         max_resubmits: int = 8,
+        copy_weights: bool = False,
+        in_flight: InFlightPolicy = "continue",
     ):
-        self.model = model
+        self.model = copy.deepcopy(model).eval() if copy_weights else model
+        self.copy_weights = copy_weights
         self.engine = GenerationEngine(
-            model,
+            self.model,
             pad_token_id,
             max_running=max_batch,
             seed=seed,
             kv_cache_tokens=kv_cache_tokens,
             weight_version=weight_version,
             use_thread=use_thread,
+            in_flight=in_flight,
         )
         self.max_resubmits = max_resubmits
         self._keys = itertools.count()
@@ -57,14 +67,20 @@ class LocalGenerator(Generator):
     def kv_store(self):
         return self.engine.batcher.store
 
+    def reads_weights_of(self, model) -> bool:
+        return model is self.model
+
     def bump_version(self) -> int:
         """Call after the shared model's weights changed: cached keys/values are stale from now on."""
         return self.engine.bump_version()
 
     async def push_weights(self, model, tokenizer, staging_dir: Path) -> int:
-        if model is not self.model:
-            raise ValueError("LocalGenerator serves the learner's own model object; push_weights got another one")
-        return self.bump_version()
+        if model is self.model:
+            return self.bump_version()
+        if not self.copy_weights:
+            raise ValueError("this LocalGenerator samples from the learner's own model; push_weights got another one")
+        version, _ = await self.engine.update_weights(lambda mine: load_tensors_into(mine, model.state_dict()))
+        return version
 
     def rng_state(self) -> torch.Tensor:
         return self.engine.rng.get_state()
@@ -74,14 +90,20 @@ class LocalGenerator(Generator):
             self.engine.rng.set_state(state)
 
     async def generate(self, request: GenerateRequest, timeout_s: float | None = None) -> GenerateResult:
+        partial: GenerateResult | None = None
+        pending: GenerateRequest | None = request
         for _ in range(self.max_resubmits + 1):
             key = next(self._keys)
             try:
-                result, retry = await self.engine.submit(key, request, timeout_s)
+                answer, retry = await self.engine.submit(key, pending, timeout_s)
             except asyncio.CancelledError:  # the caller gave up (e.g. its episode's deadline): stop decoding it
                 self.engine.end(key, "abort")
                 raise
-            if retry:  # aborted by a weight update under the abort policy: the request runs again
+            result = merge(partial, answer)
+            if retry:  # aborted by a weight update: resume from the tokens it already has
+                partial, pending = result, continuation(request, result)
+                if pending is None:
+                    return finished_by_budget(result)
                 continue
             if result.finish_reason == "timeout":
                 raise GenerationTimeout(result)

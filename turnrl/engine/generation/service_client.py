@@ -7,8 +7,8 @@ Invariants:
   number of calls share the socket concurrently, matched by request id;
 - ``generate`` returns a result only for stop/length; a service-side timeout raises ``GenerationTimeout`` (a
   ``TimeoutError``, so an episode ends with ``gen_timeout``) carrying the partial result; a request aborted by a
-  weight update under the ``abort`` policy is resubmitted (``resubmit_on_update``); other aborts are returned
-  with finish reason ``abort``;
+  weight update under the ``abort`` policy is resumed from its partial output (``resubmit_on_update``; see
+  ``partial``); other aborts are returned with finish reason ``abort``;
 - ``weight_version`` is the newest version this client has seen in any reply; ``push_weights`` sends the tensors
   over the socket (no disk) and ``close`` stops a service process this client was handed (``owned_process``).
 """
@@ -30,6 +30,7 @@ import zmq.asyncio
 
 from turnrl.config.generation import ServiceConfig
 from turnrl.engine.generation.base import Generator, GeneratorStats
+from turnrl.engine.generation.partial import continuation, finished_by_budget, merge
 from turnrl.engine.generation.service import run_service_from_json
 from turnrl.errors import BadRequest, GenerationTimeout, ServiceError
 from turnrl.models.weights import pack_tensors
@@ -158,16 +159,22 @@ class ServiceGenerator(Generator):
     async def generate(self, request: GenerateRequest, timeout_s: float | None = None) -> GenerateResult:
         """``timeout_s`` (default ``service_timeout_s``) is enforced by the service; ``request_timeout_s`` here."""
         service_timeout = timeout_s if timeout_s is not None else self.service_timeout_s
+        partial: GenerateResult | None = None
+        pending: GenerateRequest | None = request
         for _ in range(self.max_resubmits + 1):
             reply: GenerateReply = await self.call(
-                GenerateCall(request_id=request.request_id, request=request, timeout_s=service_timeout),
+                GenerateCall(request_id=request.request_id, request=pending, timeout_s=service_timeout),
                 self.request_timeout_s,
             )
-            if reply.retry and self.resubmit_on_update:
+            result = merge(partial, reply.result)
+            if reply.retry and self.resubmit_on_update:  # aborted by a weight update: resume from its partial output
+                partial, pending = result, continuation(request, result)
+                if pending is None:
+                    return finished_by_budget(result)
                 continue
-            if reply.result.finish_reason == "timeout":
-                raise GenerationTimeout(reply.result)
-            return reply.result
+            if result.finish_reason == "timeout":
+                raise GenerationTimeout(result)
+            return result
         raise ServiceError("abort", f"aborted by {self.max_resubmits + 1} weight updates in a row", request.request_id)
 
     # ---- control --------------------------------------------------------------------------------------------------

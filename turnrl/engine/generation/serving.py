@@ -25,7 +25,10 @@ async def open_generator(
     max_batch: int,
     kv_cache_tokens: int,
     weight_version: int = 0,
+    staleness: int = 0,
 ) -> Generator:
+    """``staleness`` (the run's eta) decides ``weights="auto"``: with eta > 0 the in-process generator keeps its
+    own copy of the weights, so that generation goes on while the learner updates."""
     staging = staging_dir(run_dir)
     if config.kind == "local":
         return LocalGenerator(
@@ -35,6 +38,8 @@ async def open_generator(
             seed=seed,
             kv_cache_tokens=kv_cache_tokens,
             weight_version=weight_version,
+            copy_weights=config.weights == "copy" or (config.weights == "auto" and staleness > 0),
+            in_flight=config.in_flight,
         )
     if config.kind == "service":
         from turnrl.engine.generation.service_client import ServiceGenerator, ServiceProcess
@@ -48,6 +53,7 @@ async def open_generator(
                 seed=seed,
                 max_running=config.max_running,
                 kv_cache_tokens=kv_cache_tokens,
+                in_flight=config.in_flight,
             )
         )
         await asyncio.to_thread(process.start)

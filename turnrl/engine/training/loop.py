@@ -4,9 +4,10 @@ Invariants:
 - held-out (test split) tasks are only ever evaluated, never trained on;
 - each step trains on the trajectories of exactly that step's tasks; they come through the ``TrajectoryBuffer``, so
   every token was sampled at most ``rollout.staleness`` (eta) weight versions before the weights it trains (eta = 0,
-  the default: on-policy, and the next step's rollout starts only after this step is complete); the generator
-  serves the new weights after every update (made while no generation runs), and every token carries the version
-  that sampled it;
+  the default: on-policy, and the next step's rollout starts only after this step is complete); the learner runs
+  off the event loop; a generator with weights of its own keeps generating while it updates and takes the new
+  weights between two decode steps, one that reads the learner's model is paused for the update; every token
+  carries the version that sampled it;
 - every finished step is on disk (``metrics.jsonl``, its trajectories) before the next one starts; the run ends with
   a checkpoint, ``summary.json`` and the success-curve plot;
 - a resumed run (``resume=True``) continues from the run directory's latest checkpoint exactly where it stopped
@@ -60,18 +61,21 @@ class Trainer:
         rl_start = time.perf_counter()
         self.reporter.phase(f"RL ({cfg.algo.name})", cfg.steps)
         buffer = TrajectoryBuffer(cfg.rollout.staleness, version=generator.weight_version)
-        serving = PausableGenerator(generator)  # the learner changes weights in place: updates wait for a pause
+        in_place = generator.reads_weights_of(run.model)  # then updates wait for a pause; else generation goes on
+        serving = PausableGenerator(generator)
         producer = RolloutProducer(run, serving, buffer)
         producer.start(run.first_step, cfg.steps)
         for step in range(run.first_step, cfg.steps + 1):
             rollout = await producer.next_batch(step)
             run.schedule.observe(step, rollout.trajectories)
             trained_version, update_start = generator.weight_version, time.perf_counter()
-            await serving.pause()
-            trainable = self._trainable(rollout.trajectories)
-            stats = run.learner.update(trainable) if trainable else {}
+            if in_place:
+                await serving.pause()
+            trainable = self._trainable(rollout.trajectories)  # the learner works off the event loop:
+            stats = await asyncio.to_thread(run.learner.update, trainable) if trainable else {}  # episodes go on
             await generator.push_weights(run.model, run.tokenizer, run.staging_dir)
-            serving.resume()
+            if in_place:
+                serving.resume()
             update_end = time.perf_counter()
 
             row = batch_metrics(step, rollout.trajectories) | {f"learner/{k}": v for k, v in stats.items()}
@@ -87,8 +91,7 @@ class Trainer:
                 "turn_cap": rollout.turn_cap,
                 "curriculum_stage": run.schedule.stage_for(step),
             }
-            if buffer.eta:
-                row |= {"buffer/staleness_bound": buffer.eta, "buffer/stale_dropped": buffer.stale_dropped}
+            row |= {"buffer/staleness_bound": buffer.eta, "buffer/stale_dropped": buffer.stale_dropped}
             if cfg.eval.every and step % cfg.eval.every == 0 and step != cfg.steps:
                 run.evals.append(await run.heldout.row(step))
                 row["eval/success_rate"] = run.evals[-1]["success_rate"]

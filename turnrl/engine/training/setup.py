@@ -112,6 +112,7 @@ async def open_training_run(config: TrainConfig, resume_from: Path | None, repor
         max_batch=cfg.rollout.max_batch,
         kv_cache_tokens=cfg.rollout.kv_cache_tokens,
         weight_version=resumed["weight_version"] if resumed else 0,
+        staleness=cfg.rollout.staleness,
     )
     chat = ChatFormat(tokenizer)
     pool = EnvPool(lambda: spec.factory(**cfg.env.options))

@@ -1,4 +1,5 @@
-"""A training process killed with SIGKILL between checkpoints resumes: same steps, stages and tasks, none twice."""
+"""A training process killed with SIGKILL between checkpoints resumes: same steps, stages and tasks, none twice;
+synchronous (eta = 0) or killed while the next step's rollout overlaps the update (eta = 1)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+
+import pytest
 
 from turnrl.config.curriculum import CurriculumConfig
 from turnrl.engine.records.checkpoint import latest_checkpoint, load_trainer_state
@@ -20,8 +23,9 @@ from turnrl.models.loading import save_policy
 STEPS = 6
 
 
-def _train(run, base_model, *extra: str) -> subprocess.Popen:
+def _train(run, base_model, *extra: str, eta: int = 0) -> subprocess.Popen:
     settings = [
+        f"rollout.staleness={eta}",
         f"model.path='{base_model}'",
         "checkpoint_every=2",
         "rollout.prompts_per_step=2",
@@ -44,10 +48,11 @@ def _train(run, base_model, *extra: str) -> subprocess.Popen:
     )
 
 
-def test_sigkill_then_resume(tmp_path, tiny_model, tokenizer):
+@pytest.mark.parametrize("eta", [0, 1])
+def test_sigkill_then_resume(tmp_path, tiny_model, tokenizer, eta):
     base_model = save_policy(tiny_model, tokenizer, tmp_path / "base")
     run = tmp_path / "run"
-    first = _train(run, base_model)
+    first = _train(run, base_model, eta=eta)
     deadline = time.monotonic() + 240
     # kill it once a checkpoint exists and the next step has started (its rows are past the checkpoint)
     while time.monotonic() < deadline and first.poll() is None:
@@ -71,6 +76,7 @@ def test_sigkill_then_resume(tmp_path, tiny_model, tokenizer):
     assert [r["turn_cap"] for r in rows] == [schedule.cap(s) for s in range(1, STEPS + 1)]
     assert [r["curriculum_stage"] for r in rows] == [0, 0, 1, 1, 2, 2]
     assert [r["weight_version"] for r in rows] == list(range(1, STEPS + 1))
+    assert all(r["staleness/max"] <= eta and r["buffer/staleness_bound"] == eta for r in rows)
     # the tasks trained on are exactly the sampler's for each step, each step's once
     config = json.loads((run / "config.json").read_text())
     sampler = TaskSampler("babyai", get_env_spec("babyai").splits.train, 2, 2, config["seed"])

@@ -3,7 +3,8 @@
 Invariant: per token, ``ratio = exp(logp - old_logp)`` and
 ``loss = -min(ratio * A, clip(ratio, 1 - clip_low, 1 + clip_high) * A)``; with a
 dual clip ``c > 1`` the loss of a negative-advantage token is at most ``-c * A``.
-Tokens outside the mask contribute nothing. Aggregation divides by a
+With ``token_weights`` (importance weights, no gradient) each token's loss is
+multiplied by its weight before aggregation. Tokens outside the mask contribute nothing. Aggregation divides by a
 caller-supplied global count so that micro-batches of one mini-batch add up to
 exactly the mini-batch loss.
 """
@@ -48,6 +49,7 @@ def clipped_surrogate(
     dual_clip: float | None = None,
     aggregation: str = "token-mean",
     denominator: float | None = None,
+    token_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     if clip_low < 0 or clip_high < 0:
         raise ValueError(f"clip ranges must be >= 0, got low={clip_low}, high={clip_high}")
@@ -62,6 +64,8 @@ def clipped_surrogate(
     if dual_clip is not None:
         capped = torch.minimum(per_token, -advantages * dual_clip)
         per_token = torch.where(advantages < 0, capped, per_token)
+    if token_weights is not None:
+        per_token = per_token * token_weights.detach()
     if denominator is None:
         denominator = float(mask_f.sum()) if aggregation == "token-mean" else float(mask.shape[0])
     loss = aggregate(per_token, mask, aggregation, denominator)

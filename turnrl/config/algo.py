@@ -14,6 +14,7 @@ import msgspec
 ADVANTAGE_ESTIMATOR_NAMES = ("grpo", "ppo", "reinforce_pp", "rloo")
 KL_ESTIMATOR_NAMES = ("k1", "k2", "k3")
 AGGREGATION_NAMES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean")
+OFF_POLICY_CORRECTIONS = ("none", "decoupled", "truncated_is")
 
 
 class AdvantageParams(msgspec.Struct, frozen=True, kw_only=True):
@@ -70,8 +71,14 @@ class LearnerConfig(msgspec.Struct, frozen=True, kw_only=True):
     entropy_coef: float = 0.0
     kl_coef: float = 0.0  # KL to the frozen initial policy, added to the loss
     kl_estimator: str = "k3"
-    temperature: float = 1.0
     filter_zero_variance_groups: bool = False  # drop groups whose rewards are all equal (no signal)
+    # Tokens sampled by older weights (eta > 0): "none" clips the ratio to the sampling (behaviour) log-probs;
+    # "decoupled" clips it to proximal log-probs recomputed before the update and weights each token by
+    # proximal / behaviour; "truncated_is" does the same with that weight capped at ``is_cap``.
+    off_policy: str = "none"
+    is_cap: float = 2.0
+    # No temperature here: the learner computes log-probs at the temperature the tokens were sampled at
+    # (rollout.episode.temperature), so the ratio can never mix two temperatures.
 
     def __post_init__(self) -> None:
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -94,5 +101,8 @@ class LearnerConfig(msgspec.Struct, frozen=True, kw_only=True):
             )
         if self.aggregation not in AGGREGATION_NAMES:
             raise ValueError(f"unknown aggregation {self.aggregation!r}; choose from: {', '.join(AGGREGATION_NAMES)}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.off_policy not in OFF_POLICY_CORRECTIONS:
+            known = ", ".join(OFF_POLICY_CORRECTIONS)
+            raise ValueError(f"unknown off_policy {self.off_policy!r}; choose from: {known}")
+        if not self.is_cap >= 1:
+            raise ValueError(f"is_cap must be >= 1, got {self.is_cap}")

@@ -31,6 +31,8 @@ class TokenBatch:
     returns: torch.Tensor | None = None  # [B, T] value targets (critic)
     old_values: torch.Tensor | None = None  # [B, T] critic values at rollout time
     ref_logprobs: torch.Tensor | None = None  # [B, T] frozen reference policy
+    proximal_logprobs: torch.Tensor | None = None  # [B, T] the learner's own, before this update (off-policy)
+    is_weights: torch.Tensor | None = None  # [B, T] proximal / behaviour importance weights (off-policy)
 
     @property
     def num_tokens(self) -> int:

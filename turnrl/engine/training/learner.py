@@ -54,9 +54,14 @@ class Learner:
         advantage: AdvantageParams | None = None,
         critic: CriticConfig | None = None,
         per_turn_rewards: bool = False,
+        temperature: float = 1.0,
     ):
+        """``temperature``: the one the trained tokens were sampled at (greedy counts as 1)."""
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0 (the sampling temperature; greedy is 1), got {temperature}")
         self.model = model
         self.config = config
+        self.temperature = temperature
         self.pad_token_id = pad_token_id
         self.per_turn_rewards = per_turn_rewards
         self.estimator = get_advantage_estimator(estimator)
@@ -127,7 +132,7 @@ class Learner:
         inputs = advantage_inputs(trajectories, batch.loss_mask, batch.old_logprobs, self.per_turn_rewards)
         if self.reference is not None:
             batch.ref_logprobs = self._per_row(
-                lambda sub: policy_logprobs(self.reference, sub, self.config.temperature)[0], batch
+                lambda sub: policy_logprobs(self.reference, sub, self.temperature)[0], batch
             )
             inputs.ref_logprobs = batch.ref_logprobs
         if self.critic is not None:
@@ -137,16 +142,37 @@ class Learner:
             inputs.values = batch.old_values
         out = self.estimator.fn(inputs, self.advantage)
         batch.advantages = out.advantages * batch.loss_mask
+        off_policy = self._correct_off_policy(batch) if self.config.off_policy != "none" else {}
         batch.returns = out.returns
         stats = {
             "adv_mean": _masked_mean(batch.advantages, batch.loss_mask),
             "adv_abs_mean": _masked_mean(batch.advantages.abs(), batch.loss_mask),
         }
+        stats.update(off_policy)
         if self.config.filter_zero_variance_groups:
             dropped = _zero_variance_rows(inputs)
             batch.loss_mask[list(dropped)] = False
             stats["filtered_trajectories"] = float(len(dropped))
         return batch, stats
+
+    def _correct_off_policy(self, batch: TokenBatch) -> dict[str, float]:
+        """Proximal log-probs (this model, before the update) and the proximal / behaviour importance weights."""
+        self.model.eval()
+        proximal = self._per_row(lambda sub: policy_logprobs(self.model, sub, self.temperature)[0], batch)
+        mask = batch.loss_mask
+        batch.proximal_logprobs = proximal * mask
+        weights = torch.exp((proximal - batch.old_logprobs).clamp(max=20.0)) * mask
+        truncated = torch.zeros_like(mask)
+        if self.config.off_policy == "truncated_is":
+            truncated = (weights > self.config.is_cap) & mask
+            weights = weights.clamp(max=self.config.is_cap)
+        batch.is_weights = weights
+        return {
+            "is_weight_mean": _masked_mean(weights, mask),
+            "is_weight_max": float(weights[mask].max()) if bool(mask.any()) else 0.0,
+            "is_truncated_frac": _masked_mean(truncated.float(), mask),
+            "behaviour_gap": _masked_mean((proximal - batch.old_logprobs).abs(), mask),
+        }
 
     def update(self, trajectories: list[Trajectory]) -> dict[str, float]:
         usable = [t for t in trajectories if t.num_policy_tokens > 0]
@@ -186,10 +212,11 @@ class Learner:
         for rows in micro_batches(lengths, cfg.micro_batch_tokens):
             batch = minibatch.select(rows)
             share = batch.num_tokens / max(total_tokens, 1)
-            logp, entropy = policy_logprobs(self.model, batch, cfg.temperature)
+            logp, entropy = policy_logprobs(self.model, batch, self.temperature)
+            decoupled = batch.proximal_logprobs is not None
             loss, stats = self.loss_fn(
                 logp,
-                batch.old_logprobs,
+                batch.proximal_logprobs if decoupled else batch.old_logprobs,
                 batch.advantages,
                 batch.loss_mask,
                 clip_low=cfg.clip_low,
@@ -197,6 +224,7 @@ class Learner:
                 dual_clip=cfg.dual_clip,
                 aggregation=cfg.aggregation,
                 denominator=denominator,
+                token_weights=batch.is_weights if decoupled else None,
             )
             mask = batch.loss_mask.float()
             if self.reference is not None and cfg.kl_coef > 0:

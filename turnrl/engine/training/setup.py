@@ -135,6 +135,7 @@ async def open_training_run(config: TrainConfig, resume_from: Path | None, repor
             advantage=cfg.algo.advantage,
             critic=cfg.algo.critic,
             per_turn_rewards=cfg.rollout.episode.reward_mode == "sum",
+            temperature=cfg.rollout.episode.temperature or 1.0,  # greedy tokens carry T = 1 log-probs
         ),
         schedule=TurnCapSchedule(cfg.curriculum, cfg.env.family, cfg.rollout.episode.turn_cap),
         pool=pool,

@@ -63,10 +63,6 @@ class LocalGenerator(Generator):
     def busy_seconds(self) -> float:
         return self.engine.busy_seconds
 
-    @property
-    def kv_store(self):
-        return self.engine.batcher.store
-
     def reads_weights_of(self, model) -> bool:
         return model is self.model
 

@@ -1,0 +1,139 @@
+"""Asynchronous training against synchronous, end to end: the same run at several staleness bounds.
+
+BabyAI GoToLocal with the embedded model, every run from one fixed base model directory and seed, 8 prompts x 8
+episodes per step, the default CPU recipe otherwise. Per run: wall seconds per step, steps per hour, the
+generator's and the learner's busy share of the RL time, the per-step staleness (mean and max, and how many steps
+reached each max), and held-out success after the same number of steps (greedy, 200 tasks). Runs are sequential
+on the same machine; the speed-ups are ratios against the eta = 0 run of the same invocation.
+
+    python bench/async_training.py --base-model runs/babyai-X/base_model --json bench/results/async_training.json
+    python bench/async_training.py --base-model DIR --steps 4 --runs 0,1 --heldout 20     # a quick look
+
+Not measured here yet: the latency-model variant (costs of a GPU node in place of the CPU learner and generator).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import msgspec
+
+from turnrl.config.generation import GeneratorConfig
+from turnrl.config.train import EvalConfig, ModelConfig
+from turnrl.engine.records.metrics import read_metrics
+from turnrl.engine.training.loop import Trainer
+from turnrl.recipes import demo_config
+
+# (name, staleness, in-flight policy)
+RUNS = {
+    "0": ("eta0", 0, "continue"),
+    "1": ("eta1", 1, "continue"),
+    "2": ("eta2", 2, "continue"),
+    "4": ("eta4", 4, "continue"),
+    "1a": ("eta1_abort", 1, "abort"),
+    "2a": ("eta2_abort", 2, "abort"),
+}
+
+
+def one_run(name: str, eta: int, in_flight: str, args, out: Path) -> dict:
+    base = demo_config("babyai", steps=args.steps, out=str(out / name), seed=args.seed)
+    config = msgspec.structs.replace(
+        base,
+        model=ModelConfig(path=str(Path(args.base_model).resolve())),
+        rollout=msgspec.structs.replace(
+            base.rollout, staleness=eta, generator=GeneratorConfig(kind=args.generator, in_flight=in_flight)
+        ),
+        eval=EvalConfig(tasks=args.heldout, turn_cap=base.eval.turn_cap, temperature=0.0, every=0),
+    )
+    start = time.perf_counter()
+    summary = Trainer(config).run()
+    wall = time.perf_counter() - start
+    rows = read_metrics(out / name / "metrics.jsonl")
+    rl = summary["rl_seconds"]
+    busy = [r.get("throughput/generator_busy_fraction") for r in rows]
+    busy = [b * r["time/rollout_s"] for b, r in zip(busy, rows, strict=True) if b is not None]
+    return {
+        "eta": eta,
+        "in_flight": in_flight,
+        "steps": args.steps,
+        "rl_seconds": rl,
+        "wall_seconds": wall,
+        "seconds_per_step": rl / args.steps,
+        "steps_per_hour": 3600 * args.steps / rl,
+        "generator_busy_share": sum(busy) / rl if busy else None,
+        "learner_busy_share": sum(r["time/update_s"] for r in rows) / rl,
+        "update_s_median": statistics.median(r["time/update_s"] for r in rows),
+        "rollout_s_median": statistics.median(r["time/rollout_s"] for r in rows),
+        "staleness_mean": statistics.fmean(r["staleness/mean"] for r in rows),
+        "staleness_max_per_step": dict(sorted(Counter(int(r["staleness/max"]) for r in rows).items())),
+        "stale_dropped": rows[-1]["buffer/stale_dropped"],
+        "heldout_initial": summary["initial_success"],
+        "heldout_final": summary["final_success"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base-model", required=True, help="a base model directory (e.g. a run's base_model/)")
+    parser.add_argument("--steps", type=int, default=24)
+    parser.add_argument("--runs", default="0,1,2,4,1a", help=f"comma-separated, from {', '.join(RUNS)}")
+    parser.add_argument("--heldout", type=int, default=200)
+    parser.add_argument("--generator", default="local", choices=("local", "service"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    keys = args.runs.split(",")
+    unknown = [k for k in keys if k not in RUNS]
+    if unknown or "0" not in keys:
+        parser.error(f"--runs must include 0 (the synchronous run) and only {', '.join(RUNS)}; got {args.runs}")
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="turnrl-async-") as tmp:
+        for key in keys:
+            name, eta, in_flight = RUNS[key]
+            results[name] = one_run(name, eta, in_flight, args, Path(tmp))
+            r = results[name]
+            print(f"[{name}] {r['seconds_per_step']:.2f} s/step, held-out {r['heldout_final']:.3f}", flush=True)
+    sync = results["eta0"]
+    for r in results.values():
+        r["speedup"] = sync["seconds_per_step"] / r["seconds_per_step"]
+        r["heldout_gap"] = r["heldout_final"] - sync["heldout_final"]
+    best = max((n for n in results if n != "eta0"), key=lambda n: results[n]["speedup"], default="eta0")
+    figures = {
+        "speedup_eta1": results["eta1"]["speedup"] if "eta1" in results else None,
+        "speedup_best": results[best]["speedup"],
+        "best": best,
+        "heldout_gap_best": results[best]["heldout_gap"],
+        "generator": args.generator,
+        "steps": args.steps,
+        "heldout_tasks": args.heldout,
+        "runs": results,
+    }
+    print(
+        f"\nasync training: BabyAI GoToLocal, {args.steps} steps x 64 episodes, generator {args.generator}, "
+        f"held-out {args.heldout} tasks (greedy)"
+    )
+    print(
+        f"{'run':<12}{'s/step':>8}{'steps/h':>9}{'speedup':>9}{'gen busy':>10}{'learn busy':>11}"
+        f"{'update s':>10}{'rollout s':>10}{'stale max':>24}{'held-out':>10}{'gap':>8}"
+    )
+    for name, r in results.items():
+        gen = f"{r['generator_busy_share']:.2f}" if r["generator_busy_share"] is not None else "-"
+        hist = " ".join(f"{k}:{v}" for k, v in r["staleness_max_per_step"].items())
+        print(
+            f"{name:<12}{r['seconds_per_step']:>8.2f}{r['steps_per_hour']:>9.0f}{r['speedup']:>8.2f}x{gen:>10}"
+            f"{r['learner_busy_share']:>11.2f}{r['update_s_median']:>10.2f}{r['rollout_s_median']:>10.2f}"
+            f"{hist:>24}{r['heldout_final']:>10.3f}{r['heldout_gap']:>+8.3f}"
+        )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

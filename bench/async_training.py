@@ -39,12 +39,16 @@ RUNS = {
     "1a": ("eta1_abort", 1, "abort"),
     "2a": ("eta2_abort", 2, "abort"),
 }
+# run keys with a suffix "d" or "t" add the off-policy correction "decoupled" or "truncated_is" (e.g. "1d")
+CORRECTIONS = {"d": "decoupled", "t": "truncated_is"}
 
 
-def one_run(name: str, eta: int, in_flight: str, args, out: Path) -> dict:
+def one_run(name: str, eta: int, in_flight: str, off_policy: str, args, out: Path) -> dict:
     base = demo_config("babyai", steps=args.steps, out=str(out / name), seed=args.seed)
+    learner = msgspec.structs.replace(base.algo.learner, off_policy=off_policy)
     config = msgspec.structs.replace(
         base,
+        algo=msgspec.structs.replace(base.algo, learner=learner),
         model=ModelConfig(path=str(Path(args.base_model).resolve())),
         rollout=msgspec.structs.replace(
             base.rollout, staleness=eta, generator=GeneratorConfig(kind=args.generator, in_flight=in_flight)
@@ -61,6 +65,7 @@ def one_run(name: str, eta: int, in_flight: str, args, out: Path) -> dict:
     return {
         "eta": eta,
         "in_flight": in_flight,
+        "off_policy": off_policy,
         "steps": args.steps,
         "rl_seconds": rl,
         "wall_seconds": wall,
@@ -82,21 +87,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base-model", required=True, help="a base model directory (e.g. a run's base_model/)")
     parser.add_argument("--steps", type=int, default=24)
-    parser.add_argument("--runs", default="0,1,2,4,1a", help=f"comma-separated, from {', '.join(RUNS)}")
+    parser.add_argument(
+        "--runs",
+        default="0,1,2,4,1a",
+        help=f"comma-separated, from {', '.join(RUNS)}; a suffix "
+        "d or t adds the decoupled or truncated-IS correction (1d, 2t)",
+    )
     parser.add_argument("--heldout", type=int, default=200)
     parser.add_argument("--generator", default="local", choices=("local", "service"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     keys = args.runs.split(",")
-    unknown = [k for k in keys if k not in RUNS]
+    unknown = [k for k in keys if k.rstrip("dt") not in RUNS or len(k) - len(k.rstrip("dt")) > 1]
     if unknown or "0" not in keys:
         parser.error(f"--runs must include 0 (the synchronous run) and only {', '.join(RUNS)}; got {args.runs}")
     results = {}
     with tempfile.TemporaryDirectory(prefix="turnrl-async-") as tmp:
         for key in keys:
-            name, eta, in_flight = RUNS[key]
-            results[name] = one_run(name, eta, in_flight, args, Path(tmp))
+            name, eta, in_flight = RUNS[key.rstrip("dt")]
+            off_policy = CORRECTIONS.get(key[-1], "none")
+            name += f"_{off_policy}" if off_policy != "none" else ""
+            results[name] = one_run(name, eta, in_flight, off_policy, args, Path(tmp))
             r = results[name]
             print(f"[{name}] {r['seconds_per_step']:.2f} s/step, held-out {r['heldout_final']:.3f}", flush=True)
     sync = results["eta0"]
@@ -119,14 +131,14 @@ def main() -> None:
         f"held-out {args.heldout} tasks (greedy)"
     )
     print(
-        f"{'run':<12}{'s/step':>8}{'steps/h':>9}{'speedup':>9}{'gen busy':>10}{'learn busy':>11}"
+        f"{'run':<20}{'s/step':>8}{'steps/h':>9}{'speedup':>9}{'gen busy':>10}{'learn busy':>11}"
         f"{'update s':>10}{'rollout s':>10}{'stale max':>24}{'held-out':>10}{'gap':>8}"
     )
     for name, r in results.items():
         gen = f"{r['generator_busy_share']:.2f}" if r["generator_busy_share"] is not None else "-"
         hist = " ".join(f"{k}:{v}" for k, v in r["staleness_max_per_step"].items())
         print(
-            f"{name:<12}{r['seconds_per_step']:>8.2f}{r['steps_per_hour']:>9.0f}{r['speedup']:>8.2f}x{gen:>10}"
+            f"{name:<20}{r['seconds_per_step']:>8.2f}{r['steps_per_hour']:>9.0f}{r['speedup']:>8.2f}x{gen:>10}"
             f"{r['learner_busy_share']:>11.2f}{r['update_s_median']:>10.2f}{r['rollout_s_median']:>10.2f}"
             f"{hist:>24}{r['heldout_final']:>10.3f}{r['heldout_gap']:>+8.3f}"
         )

@@ -164,7 +164,7 @@ async def real_run(model, tokenizer, chat, family: str, tasks, mode: str, concur
         "wall_s": wall,
         "env_steps_per_s": steps / wall,
         "tokens_per_s": sum(t.num_policy_tokens for t in trajs) / wall,
-        "generator_busy_fraction": generator.busy_seconds / wall,
+        "generator_busy_fraction": generator.engine.busy_seconds / wall,
         "mean_running_batch": batcher.tokens / max(batcher.steps, 1),
     }
 

@@ -15,19 +15,26 @@ from turnrl.models.loading import save_policy
 from turnrl.recipes import demo_config
 
 
-def test_training_through_the_generation_service(tmp_path, tiny_model, tokenizer):
+def _config(tmp_path, tiny_model, tokenizer, *, steps: int, turn_cap: int, eval_tasks: int, **rollout):
+    """A small BabyAI run from the tiny model: 2 prompts x 2 episodes per step, constrained replies."""
     base_model = save_policy(tiny_model, tokenizer, tmp_path / "base")
-    base = demo_config("babyai", steps=2, out=str(tmp_path / "run"))
-    config = msgspec.structs.replace(
+    base = demo_config("babyai", steps=steps, out=str(tmp_path / "run"))
+    return msgspec.structs.replace(
         base,
         model=ModelConfig(path=str(base_model)),
         rollout=RolloutConfig(
             prompts_per_step=2,
             group_size=2,
-            generator=GeneratorConfig(kind="service"),
-            episode=EpisodeConfig(turn_cap=2, max_new_tokens=6, constrain_to_valid_actions=True),
+            episode=EpisodeConfig(turn_cap=turn_cap, max_new_tokens=6, constrain_to_valid_actions=True),
+            **rollout,
         ),
-        eval=EvalConfig(tasks=3, turn_cap=2),
+        eval=EvalConfig(tasks=eval_tasks, turn_cap=2),
+    )
+
+
+def test_training_through_the_generation_service(tmp_path, tiny_model, tokenizer):
+    config = _config(
+        tmp_path, tiny_model, tokenizer, steps=2, turn_cap=2, eval_tasks=3, generator=GeneratorConfig(kind="service")
     )
     summary = Trainer(config).run()
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
@@ -43,19 +50,15 @@ def test_training_through_the_generation_service(tmp_path, tiny_model, tokenizer
     ("kind", "in_flight"), [("service", "continue"), ("service", "abort"), ("local", "continue"), ("local", "abort")]
 )
 def test_overlapped_training_keeps_the_staleness_bound(tmp_path, tiny_model, tokenizer, kind, in_flight):
-    base_model = save_policy(tiny_model, tokenizer, tmp_path / "base")
-    base = demo_config("babyai", steps=4, out=str(tmp_path / "run"))
-    config = msgspec.structs.replace(
-        base,
-        model=ModelConfig(path=str(base_model)),
-        rollout=RolloutConfig(
-            prompts_per_step=2,
-            group_size=2,
-            staleness=1,
-            generator=GeneratorConfig(kind=kind, in_flight=in_flight),
-            episode=EpisodeConfig(turn_cap=3, max_new_tokens=6, constrain_to_valid_actions=True),
-        ),
-        eval=EvalConfig(tasks=3, turn_cap=2),
+    config = _config(
+        tmp_path,
+        tiny_model,
+        tokenizer,
+        steps=4,
+        turn_cap=3,
+        eval_tasks=3,
+        staleness=1,
+        generator=GeneratorConfig(kind=kind, in_flight=in_flight),
     )
     Trainer(config).run()
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
@@ -73,19 +76,7 @@ def test_a_learner_that_raises_stops_the_run_with_its_error(tmp_path, tiny_model
         raise RuntimeError("the learner broke")
 
     monkeypatch.setattr(Learner, "update", broken)
-    base_model = save_policy(tiny_model, tokenizer, tmp_path / "base")
-    base = demo_config("babyai", steps=3, out=str(tmp_path / "run"))
-    config = msgspec.structs.replace(
-        base,
-        model=ModelConfig(path=str(base_model)),
-        rollout=RolloutConfig(
-            prompts_per_step=2,
-            group_size=2,
-            staleness=2,
-            episode=EpisodeConfig(turn_cap=2, max_new_tokens=6, constrain_to_valid_actions=True),
-        ),
-        eval=EvalConfig(tasks=2, turn_cap=2),
-    )
+    config = _config(tmp_path, tiny_model, tokenizer, steps=3, turn_cap=2, eval_tasks=2, staleness=2)
     with pytest.raises(RuntimeError, match="the learner broke"):
         Trainer(config).run()
     assert not (tmp_path / "run" / "metrics.jsonl").read_text().strip()  # no step was recorded as done

@@ -20,8 +20,7 @@ import torch
 
 from turnrl.engine.generation.base import Generator, GeneratorStats
 from turnrl.engine.generation.engine import GenerationEngine
-from turnrl.engine.generation.partial import continuation, finished_by_budget, merge
-from turnrl.errors import GenerationError, GenerationTimeout
+from turnrl.engine.generation.partial import generate_resuming
 from turnrl.models.weights import load_tensors_into
 from turnrl.protocol import GenerateRequest, GenerateResult, InFlightPolicy
 
@@ -59,10 +58,6 @@ class LocalGenerator(Generator):
     def weight_version(self) -> int:
         return self.engine.weight_version
 
-    @property
-    def busy_seconds(self) -> float:
-        return self.engine.busy_seconds
-
     def reads_weights_of(self, model) -> bool:
         return model is self.model
 
@@ -86,25 +81,15 @@ class LocalGenerator(Generator):
             self.engine.rng.set_state(state)
 
     async def generate(self, request: GenerateRequest, timeout_s: float | None = None) -> GenerateResult:
-        partial: GenerateResult | None = None
-        pending: GenerateRequest | None = request
-        for _ in range(self.max_resubmits + 1):
+        async def send(pending: GenerateRequest):
             key = next(self._keys)
             try:
-                answer, retry = await self.engine.submit(key, pending, timeout_s)
+                return await self.engine.submit(key, pending, timeout_s)
             except asyncio.CancelledError:  # the caller gave up (e.g. its episode's deadline): stop decoding it
                 self.engine.end(key, "abort")
                 raise
-            result = merge(partial, answer)
-            if retry:  # aborted by a weight update: resume from the tokens it already has
-                partial, pending = result, continuation(request, result)
-                if pending is None:
-                    return finished_by_budget(result)
-                continue
-            if result.finish_reason == "timeout":
-                raise GenerationTimeout(result)
-            return result
-        raise GenerationError(f"request {request.request_id!r} aborted by {self.max_resubmits + 1} weight updates")
+
+        return await generate_resuming(send, request, self.max_resubmits + 1)
 
     async def stats(self) -> GeneratorStats:
         return self.engine.stats()

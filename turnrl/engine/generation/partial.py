@@ -8,9 +8,34 @@ constrained request, only the completions that extend the partial output.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import msgspec
 
+from turnrl.errors import GenerationError, GenerationTimeout
 from turnrl.protocol import GenerateRequest, GenerateResult
+
+Send = Callable[[GenerateRequest], Awaitable[tuple[GenerateResult, bool]]]
+
+
+async def generate_resuming(send: Send, request: GenerateRequest, attempts: int) -> GenerateResult:
+    """Answer ``request`` through ``send`` (one submission -> its result and whether a weight update aborted it),
+    resuming an aborted one from its partial output, at most ``attempts`` submissions. A service-side timeout
+    raises ``GenerationTimeout`` with the tokens sampled so far."""
+    partial: GenerateResult | None = None
+    pending = request
+    for _ in range(attempts):
+        answer, retry = await send(pending)
+        result = merge(partial, answer)
+        if retry:
+            partial, pending = result, continuation(request, result)
+            if pending is None:
+                return finished_by_budget(result)
+            continue
+        if result.finish_reason == "timeout":
+            raise GenerationTimeout(result)
+        return result
+    raise GenerationError(f"request {request.request_id!r} aborted by {attempts} weight updates in a row")
 
 
 def continuation(request: GenerateRequest, partial: GenerateResult) -> GenerateRequest | None:

@@ -204,8 +204,6 @@ class GenerationService:
     async def _update_weights(self, call: UpdateWeightsCall) -> AckReply:
         if (call.path is None) == (call.tensors is None):
             raise ValueError("update_weights needs exactly one of path and tensors")
-        if call.version is not None and call.version <= self.engine.weight_version:
-            raise ValueError(f"version must exceed the current {self.engine.weight_version}, got {call.version}")
         if call.tensors is not None:
             tensors = unpack_tensors(call.tensors)
 

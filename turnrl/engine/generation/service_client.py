@@ -30,9 +30,9 @@ import zmq.asyncio
 
 from turnrl.config.generation import ServiceConfig
 from turnrl.engine.generation.base import Generator, GeneratorStats
-from turnrl.engine.generation.partial import continuation, finished_by_budget, merge
+from turnrl.engine.generation.partial import generate_resuming
 from turnrl.engine.generation.service import run_service_from_json
-from turnrl.errors import BadRequest, GenerationTimeout, ServiceError
+from turnrl.errors import BadRequest, ServiceError
 from turnrl.models.weights import pack_tensors
 from turnrl.protocol import (
     MAX_FRAME_BYTES,
@@ -159,23 +159,13 @@ class ServiceGenerator(Generator):
     async def generate(self, request: GenerateRequest, timeout_s: float | None = None) -> GenerateResult:
         """``timeout_s`` (default ``service_timeout_s``) is enforced by the service; ``request_timeout_s`` here."""
         service_timeout = timeout_s if timeout_s is not None else self.service_timeout_s
-        partial: GenerateResult | None = None
-        pending: GenerateRequest | None = request
-        for _ in range(self.max_resubmits + 1):
-            reply: GenerateReply = await self.call(
-                GenerateCall(request_id=request.request_id, request=pending, timeout_s=service_timeout),
-                self.request_timeout_s,
-            )
-            result = merge(partial, reply.result)
-            if reply.retry and self.resubmit_on_update:  # aborted by a weight update: resume from its partial output
-                partial, pending = result, continuation(request, result)
-                if pending is None:
-                    return finished_by_budget(result)
-                continue
-            if result.finish_reason == "timeout":
-                raise GenerationTimeout(result)
-            return result
-        raise ServiceError("abort", f"aborted by {self.max_resubmits + 1} weight updates in a row", request.request_id)
+
+        async def send(pending: GenerateRequest):
+            call = GenerateCall(request_id=request.request_id, request=pending, timeout_s=service_timeout)
+            reply: GenerateReply = await self.call(call, self.request_timeout_s)
+            return reply.result, reply.retry and self.resubmit_on_update
+
+        return await generate_resuming(send, request, self.max_resubmits + 1)
 
     # ---- control --------------------------------------------------------------------------------------------------
     async def abort(self, *request_ids: str) -> int:

@@ -209,3 +209,24 @@ async def test_bad_rollout_arguments(chat):
         EpisodeConfig(episode_timeout_s=0)
     with pytest.raises(ValueError, match="item_id"):
         SyntheticEnv(workload).reset_sync(2)
+
+
+async def test_latency_model_stamps_each_token_with_the_version_that_sampled_it():
+    """A version bump between two decode steps splits a running sequence's tokens; a hold delays the rest."""
+    n = 12
+    workload = Workload(WorkloadConfig(episodes=1, step_base_s=0.002, step_per_seq_s=0.0))
+    generator = LatencyModelGenerator(workload, tokens_of=lambda r: n)
+    loop = asyncio.get_running_loop()
+    request = asyncio.create_task(generator.generate(GenerateRequest(request_id="0", input_ids=[1])))
+    while generator.steps < 3:  # a few tokens sampled under version 0
+        await asyncio.sleep(0)
+    old, hold_s = generator.steps + 1, 0.05  # the step in progress finishes under the old weights
+    generator.hold(hold_s)
+    held_from = loop.time()
+    generator.bump_version()
+    result = await request
+    done = loop.time()
+    await generator.close()
+    assert result.versions == [0] * old + [1] * (n - old)
+    remaining = (n - old) * workload.step_cost_s(1)
+    assert done - held_from >= hold_s + remaining * 0.95  # the held time really passed before the rest

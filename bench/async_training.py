@@ -143,12 +143,12 @@ def modelled_runs(args, keys: list[str]) -> dict:
     )
     print("node:", msgspec.json.encode(costs).decode())
     print("workload:", msgspec.json.encode(workload).decode())
-    print(f"{'run':<20}{'layout':>24}{'s/step':>9}{'speedup':>9}{'gen busy':>10}{'learn busy':>11}{'stale max':>20}")
+    print(f"{'run':<20}{'layout':>24}{'s/step':>9}{'speedup':>9}{'gen busy':>10}{'learn busy':>11}{'stale max':>30}")
     for name, r in results.items():
         hist = " ".join(f"{k}:{v}" for k, v in r["staleness_max_per_step"].items())
         print(
             f"{name:<20}{r['layout']:>24}{r['seconds_per_step']:>9.1f}{r['speedup']:>8.2f}x"
-            f"{r['generator_busy_share']:>10.2f}{r['learner_busy_share']:>11.2f}{hist:>20}"
+            f"{r['generator_busy_share']:>10.2f}{r['learner_busy_share']:>11.2f}{hist:>30}"
         )
     return {
         "latency_model": args.latency_model,

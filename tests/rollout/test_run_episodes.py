@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import itertools
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -153,12 +155,16 @@ class _HangingEnv(SyntheticEnv):
 async def test_episode_deadline_ends_only_that_episode(chat):
     workload = Workload(WorkloadConfig(episodes=4, step_base_s=0.0, step_per_seq_s=0.0))
     generator = LatencyModelGenerator(workload, zero_cost=True)
-    config = EpisodeConfig(
-        turn_cap=8, max_new_tokens=512, max_total_tokens=8192, env_timeout_s=None, episode_timeout_s=0.2
-    )
+    config = EpisodeConfig(turn_cap=8, max_new_tokens=512, max_total_tokens=8192, env_timeout_s=None)
+    # Only the hung episode has a deadline: the others' outcome cannot depend on how loaded the machine is.
+    deadline = msgspec.structs.replace(config, episode_timeout_s=0.2)
     runners = [
         EpisodeRunner(
-            Task(env="synthetic", item_id=i), _HangingEnv(workload, zero_latency=True), generator, chat, config
+            Task(env="synthetic", item_id=i),
+            _HangingEnv(workload, zero_latency=True),
+            generator,
+            chat,
+            deadline if i == 0 else config,
         )
         for i in range(4)
     ]
@@ -166,6 +172,43 @@ async def test_episode_deadline_ends_only_that_episode(chat):
     assert hung.end_reason == "aborted" and "timed out" in hung.error
     assert len(hung.token_ids) == hung.prompt_len and not hung.turns  # no half turn is kept
     assert all(t.end_reason == "done" and len(t.turns) == workload.turns[t.task.item_id] for t in fine)
+
+
+async def test_an_env_factory_that_raises_ends_only_that_episode(chat):
+    workload = Workload(WorkloadConfig(episodes=6, step_base_s=0.0, step_per_seq_s=0.0))
+    generator = LatencyModelGenerator(workload, zero_cost=True)
+    acquisitions, failing = itertools.count(), {1, 4}
+
+    def factory():
+        n = next(acquisitions)
+        if n in failing:
+            raise RuntimeError(f"no env for acquisition {n}")
+        return _YieldingEnv(workload, zero_latency=True)
+
+    pool, stats = EnvPool(factory), RolloutStats()
+    config = EpisodeConfig(turn_cap=8, max_new_tokens=512, max_total_tokens=8192)
+    tasks = [Task(env="synthetic", item_id=i) for i in range(6)]
+    # every reset yields once, so the six episodes acquire in task order before any env is released
+    trajectories = await run_episodes(tasks, pool, generator, chat, config, concurrency=6, stats=stats)
+    await generator.close()
+    assert [t.task for t in trajectories] == tasks
+    failed = [t for t in trajectories if t.end_reason == "env_error"]
+    assert [t.task.item_id for t in failed] == [1, 4]
+    expected = [f"env creation failed: RuntimeError('no env for acquisition {n}')" for n in (1, 4)]
+    assert [t.error for t in failed] == expected
+    for t in failed:
+        assert not t.token_ids and not t.turns and t.turn_cap == 8
+    for t in trajectories:
+        if t not in failed:
+            assert t.end_reason == "done" and len(t.turns) == workload.turns[t.task.item_id]
+    assert stats.finished == 6 and stats.in_flight == 0
+    assert next(acquisitions) == pool.created == 6 and len(pool._idle) == 4  # the healthy envs went back
+
+
+class _YieldingEnv(SyntheticEnv):
+    async def reset(self, item_id):
+        await asyncio.sleep(0)
+        return await super().reset(item_id)
 
 
 async def test_thousands_of_episodes_at_once(chat):

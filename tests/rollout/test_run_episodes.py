@@ -18,6 +18,7 @@ from turnrl.engine.rollout.barrier import PhaseBarrier
 from turnrl.engine.rollout.episode import EpisodeRunner
 from turnrl.engine.rollout.lockstep import run_lockstep
 from turnrl.engine.rollout.run import EnvPool, RolloutStats, run_episodes
+from turnrl.errors import GenerationError
 from turnrl.protocol import GenerateRequest, Task
 
 
@@ -209,6 +210,50 @@ class _YieldingEnv(SyntheticEnv):
     async def reset(self, item_id):
         await asyncio.sleep(0)
         return await super().reset(item_id)
+
+
+class _FailingGenerator(Generator):
+    """Raises ``GenerationError`` on the given (item id, turn) requests; passes every other one on."""
+
+    def __init__(self, inner: Generator, fail_on: set[tuple[int, int]]):
+        self.inner, self.fail_on, self.failed = inner, fail_on, []
+
+    @property
+    def weight_version(self):
+        return self.inner.weight_version
+
+    async def generate(self, request):
+        item = int(request.session_id.split("-")[1])  # session ids read "<env>-<item>-<group>-<n>"
+        turn = int(request.request_id.rpartition("-")[2])  # request ids "<session>-<turn>"
+        if (item, turn) in self.fail_on:
+            self.failed.append((item, turn))
+            raise GenerationError(f"the model server fell over on item {item}")
+        return await self.inner.generate(request)
+
+
+async def test_a_generation_error_mid_episode_ends_only_that_episode_gen_error(chat):
+    workload = Workload(WorkloadConfig(episodes=6, step_base_s=0.0, step_per_seq_s=0.0))
+    turns = [int(n) for n in workload.turns]
+    # fail each chosen episode on its second-to-last turn: it had whole turns before, and would have had more
+    fail_on = {(i, turns[i] - 2) for i in (1, 4) if turns[i] >= 2}
+    assert fail_on, "the workload has no episode long enough: pick another seed"
+    inner = LatencyModelGenerator(workload, zero_cost=True)
+    generator = _FailingGenerator(inner, fail_on)
+    config = EpisodeConfig(turn_cap=8, max_new_tokens=512, max_total_tokens=8192)
+    tasks = [Task(env="synthetic", item_id=i) for i in range(6)]
+    pool = EnvPool(lambda: SyntheticEnv(workload, zero_latency=True))
+    trajectories = await run_episodes(tasks, pool, generator, chat, config, concurrency=3)
+    await inner.close()
+    assert sorted(generator.failed) == sorted(fail_on)
+    failed_items = {item for item, _ in fail_on}
+    for t in trajectories:
+        if t.task.item_id in failed_items:
+            turn = next(turn for item, turn in fail_on if item == t.task.item_id)
+            assert t.end_reason == "gen_error" and f"the model server fell over on item {t.task.item_id}" in t.error
+            assert len(t.turns) == turn and not t.success  # the turns before the failure are kept, whole
+            assert sum(t.loss_mask) == sum(turn.action_end - turn.action_start for turn in t.turns)
+        else:
+            assert t.end_reason == "done" and len(t.turns) == turns[t.task.item_id]
 
 
 async def test_thousands_of_episodes_at_once(chat):

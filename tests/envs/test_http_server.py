@@ -66,6 +66,18 @@ def test_errors_are_json_with_4xx(babyai_server):
     assert negative.status_code == 400 and "data_idx" in negative.json()["error"]
     early = _post(base, "step", {"id": env_id, "action": "turn left"})
     assert early.status_code == 409
+    good = {"reset": {"id": env_id, "data_idx": 3}, "step": {"id": env_id, "action": "turn left"}}
+    for route, fields in [("reset", good["reset"]), ("step", good["step"]), ("close", {"id": env_id})]:
+        for body, kind, field in [
+            ({**fields, "surprise": 1}, "extra_forbidden", "surprise"),  # an unknown field
+            ({k: v for k, v in fields.items() if k != "id"}, "missing", "id"),  # a missing one
+        ]:
+            bad = _post(base, route, body)
+            assert bad.status_code == 422 and bad.json()["error"] == "malformed request", (route, body)
+            assert [(d["type"], d["loc"]) for d in bad.json()["detail"]] == [(kind, ["body", field])], (route, body)
+    # nothing was changed by the refused calls: the env still serves, as it would have
+    assert _post(base, "reset", good["reset"]).json()["observation"] == BabyAIEnv(level="all").reset_sync(3)
+    assert _post(base, "step", good["step"]).status_code == 200
     _post(base, "close", {"id": env_id})
     assert _post(base, "close", {"id": env_id}).status_code == 404
 

@@ -255,8 +255,12 @@ while True:
         sock.send(encode(EnvReply(call_id=call.call_id, system_prompt="", observation="a fake room")))
     elif mode == "garbage":
         sock.send(bytes(range(200, 256)))
-    else:  # a reply naming its call, with a field of the wrong type
-        sock.send(msgspec.msgpack.encode({"call_id": call.call_id, "observation": 7, "tag": "reply"}))
+    elif mode == "wrong_type":  # a reply naming its call, with a field of the wrong type
+        sock.send(msgspec.msgpack.encode({"call_id": call.call_id, "observation": 7, "type": "reply"}))
+    elif mode == "unknown_field":
+        sock.send(msgspec.msgpack.encode({"call_id": call.call_id, "observation": "x", "mood": 1, "type": "reply"}))
+    else:  # missing_field: a reply without its call_id
+        sock.send(msgspec.msgpack.encode({"observation": "x", "type": "reply"}))
 """
 
 
@@ -273,7 +277,7 @@ class _PoolWithAFakeWorker(EnvWorkerPool):
         return super()._command(worker)
 
 
-@pytest.mark.parametrize("mode", ["garbage", "wrong_type"])
+@pytest.mark.parametrize("mode", ["garbage", "wrong_type", "unknown_field", "missing_field"])
 async def test_a_bad_frame_from_a_worker_ends_only_the_episode_it_answered(chat, mode):
     async with _PoolWithAFakeWorker(FAST, mode) as pool:
         envs = EnvPool(lambda: pool.env("babyai", level="GoToLocal"))
@@ -285,6 +289,12 @@ async def test_a_bad_frame_from_a_worker_ends_only_the_episode_it_answered(chat,
         assert real.end_reason == "turn_cap" and len(real.turns) == 3
         assert fake.end_reason == "env_error" and not fake.turns
         assert "env worker 1 sent a frame that does not decode" in fake.error
+        needle = {
+            "wrong_type": "`$.observation`",
+            "unknown_field": "unknown field `mood`",
+            "missing_field": "missing required field `call_id`",
+        }
+        assert needle.get(mode, "") in fake.error
         assert pool.bad_frames == 1 and pool.restarts == 0
         assert all(w.process.poll() is None for w in pool.workers)
         # the pool goes on serving on both workers: the real env again, and a new env placed on the fake one

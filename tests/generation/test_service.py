@@ -22,11 +22,13 @@ from turnrl.protocol import (
     GenerateCall,
     GenerateReply,
     GenerateRequest,
+    GenerateResult,
     SamplingParams,
     ServiceReplyKind,
     Task,
     Trajectory,
     Turn,
+    decode,
     encode,
 )
 
@@ -422,3 +424,41 @@ async def test_a_failing_forward_ends_only_its_batch(tokenizer, tmp_path):
     finally:
         await client.close()
         serving.cancel()
+
+
+async def test_a_reply_that_does_not_decode_fails_only_the_call_it_names(tmp_path):
+    """A fake service on a real socket answers one call with an unknown field and the other with garbage first."""
+    ctx = zmq.asyncio.Context()
+    fake = ctx.socket(zmq.ROUTER)
+    fake.setsockopt(zmq.LINGER, 0)
+    address = f"ipc://{tmp_path}/fake-service.sock"
+    fake.bind(address)
+    good = GenerateResult(request_id="b", output_ids=[4], logprobs=[-0.5], versions=[0], finish_reason="length")
+
+    async def serve_two_calls():
+        for _ in range(2):
+            identity, frame = await fake.recv_multipart()
+            call = decode(frame, GenerateCall)
+            if call.request_id == "a":
+                reply = msgspec.to_builtins(GenerateReply(request_id="a", result=good)) | {"surprise": 1}
+                await fake.send_multipart([identity, msgspec.msgpack.encode(reply)])
+            else:
+                await fake.send_multipart([identity, b"\xc1 garbage"])
+                await fake.send_multipart([identity, encode(GenerateReply(request_id="b", result=good))])
+
+    client = ServiceGenerator(address, request_timeout_s=60)  # a hang guard
+    server = asyncio.create_task(serve_two_calls())
+    try:
+        first, second = await asyncio.gather(
+            client.generate(GenerateRequest(request_id="a", input_ids=[1])),
+            client.generate(GenerateRequest(request_id="b", input_ids=[1])),
+            return_exceptions=True,
+        )
+        await server
+        assert isinstance(first, ServiceError) and first.code == "malformed" and first.request_id == "a"
+        assert "unknown field `surprise`" in str(first)
+        assert second == good and client.bad_replies == 2
+    finally:
+        await client.close()
+        fake.close(0)
+        ctx.term()

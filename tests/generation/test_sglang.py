@@ -78,7 +78,8 @@ async def test_abort_pause_continue_and_weight_update_reach_every_server(servers
         servers[0].hold.clear()
         servers[1].hold.clear()
         held = asyncio.create_task(gen.generate(_req("hold-1", session="s")))
-        await asyncio.sleep(0.2)
+        arrived = lambda: any(path == "/generate" and body.rid == "hold-1" for s in servers for path, body in s.calls)  # noqa: E731
+        await asyncio.wait_for(_until(arrived), 30)  # a hang guard: the request is held on its server now
         assert not held.done()
         await gen.abort("hold-1")
         result = await held
@@ -143,3 +144,8 @@ async def test_bad_requests_bad_replies_and_timeouts_are_clear_errors(servers):
         SGLangConfig(urls=[])
     with pytest.raises(ValueError, match="urls"):
         SGLangConfig(urls=["localhost:30000"])
+
+
+async def _until(predicate) -> None:
+    while not predicate():
+        await asyncio.sleep(0.01)

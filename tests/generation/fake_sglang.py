@@ -219,7 +219,7 @@ class FakeSGLang:
             self.paused = None
             return 200, {"message": "Generation continued successfully.", "status": "ok"}
         if path == "/flush_cache":
-            return (400, {"message": "Cache not flushed: requests are running."}) if self.running else (200, {})
+            return (400, {"message": "Cache not flushed: requests are running."}) if self._busy() else (200, {})
         if path == "/update_weights_from_disk":
             if self.fail_update:
                 return 400, {"success": False, "message": "shapes differ", "num_paused_requests": 0}
@@ -246,7 +246,7 @@ class FakeSGLang:
 
     def _updated(self, version: str | None, flush_cache: bool):
         self.weight_version = version or self.weight_version
-        if flush_cache and self.running:
+        if flush_cache and self._busy():
             return 400, {"success": False, "message": FLUSH_REFUSED}
         return 200, {"success": True, "message": "Succeeded to update model weights."}
 
@@ -298,6 +298,10 @@ class FakeSGLang:
         if body.weight_version is not None:
             return self._updated(body.weight_version, body.flush_cache)
         return 200, {"success": True, "message": "Succeeded to update parameter online."}
+
+    def _busy(self) -> bool:
+        """Requests hold cache: running ones (not aborted), unless a ``retract`` pause put them back in the queue."""
+        return self.paused != "retract" and any(not s.aborted for s in self.running.values())
 
     def digest(self) -> dict:
         return {
@@ -361,7 +365,7 @@ class FakeSGLang:
         """Wait while paused (or held); False once the request is aborted."""
         deadline = time.monotonic() + 30  # a hang guard only
         with self.cond:
-            while not state.aborted and (self.paused in ("retract", "in_place") or (held and not self.hold.is_set())):
+            while not state.aborted and (self.paused is not None or (held and not self.hold.is_set())):
                 if time.monotonic() > deadline:
                     return False
                 self.cond.wait(0.01)

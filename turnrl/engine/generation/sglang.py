@@ -53,6 +53,8 @@ class SGLangGenerator(Generator):
         self.http = SGLangHTTP(self.options)
         self.weights = SGLangWeights(self.http, self.servers, self.options)
         self._version = initial_version
+        self._launch_version = initial_version  # what a server that was never updated by this client serves
+        self._paused_by_caller: str | None = None
         self._rid_prefix = uuid.uuid4().hex[:12]
         self._attempts = itertools.count()
         self._running: dict[str, tuple[str, str]] = {}  # request id -> (server, SGLang rid)
@@ -175,7 +177,7 @@ class SGLangGenerator(Generator):
     def token_versions(self, request_id: str, meta: dict, count: int) -> list[int]:
         spans = meta.get("weight_versions")
         if not spans:
-            return [_as_version(meta.get("weight_version"), self._version)] * count
+            return [_as_version(meta.get("weight_version"), self._launch_version)] * count
         versions: list[int] = []
         for span in spans:
             try:
@@ -184,7 +186,7 @@ class SGLangGenerator(Generator):
                 raise SGLangError(f"request {request_id!r}: bad weight_versions span {span!r}") from exc
             if start != len(versions) or end < start:
                 raise SGLangError(f"request {request_id!r}: weight_versions spans {spans!r} do not tile the output")
-            versions += [_as_version(name, self._version)] * (end - start)
+            versions += [_as_version(name, self._launch_version)] * (end - start)
         if len(versions) < count:  # a span list that stops early covers the rest with its last version
             versions += [versions[-1] if versions else self._version] * (count - len(versions))
         return versions[:count]
@@ -223,9 +225,12 @@ class SGLangGenerator(Generator):
         if mode not in PAUSE_MODES:
             raise ValueError(f"mode must be 'abort', 'in_place' or 'retract', got {mode!r}")
         await self._everywhere("/pause_generation", {"mode": mode})
+        self._paused_by_caller = mode
 
     async def resume(self) -> None:
         await self._everywhere("/continue_generation", {})
+        self._paused_by_caller = None
+        await self.weights.flush_pending_caches()
 
     async def flush_cache(self) -> None:
         """Flush every server's prefix cache (SGLang refuses, HTTP 400, while requests run)."""
@@ -242,18 +247,27 @@ class SGLangGenerator(Generator):
         return "retract" if self.config.in_flight == "continue" else "abort"
 
     async def _updating(self, update, version: int) -> int:
-        mode = self._pause_mode()
+        """Run ``update`` with generation paused: by the caller already (their mode, their ``resume``), else here
+        (``retract`` or ``abort`` by ``in_flight``). Under ``in_place`` the update does not flush (SGLang would
+        refuse while requests hold their cache); the flush follows the caller's ``resume``."""
+        caller = self._paused_by_caller
+        mode = caller or self._pause_mode()
         if self.options.colocated and self.weights.released:
             await self.weights.resume_memory(["weights"])
-        await self.pause(mode)
+        if caller is None:
+            await self._everywhere("/pause_generation", {"mode": mode})
         try:
             await update(flush_cache=mode != "in_place")
             self._version = version
+            if mode == "in_place":
+                self.weights.flush_pending.update(self.servers)
         finally:
-            await self.resume()
+            if caller is None:
+                await self._everywhere("/continue_generation", {})
             if self.options.colocated and self.weights.released:
                 await self.weights.resume_memory(["kv_cache"])
-        await self.weights.flush_pending_caches()
+        if caller is None:
+            await self.weights.flush_pending_caches()
         return version
 
     async def update_weights(self, path: str, version: int | None = None) -> int:

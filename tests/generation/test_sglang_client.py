@@ -240,7 +240,7 @@ async def test_a_failed_update_is_rolled_back_everywhere_or_reported(servers):
         assert (await gen.generate(_req("after"))).versions[0] == 1
 
         servers[0].fail_update = True
-        with pytest.raises(SGLangError, match="failed on every server.*HTTP 400.*shapes differ"):
+        with pytest.raises(SGLangError, match=r"failed on every server.*HTTP 400.*shapes differ"):
             await gen.update_weights("/ckpt/3")
         assert gen.weight_version == 1
     finally:
@@ -251,7 +251,7 @@ async def test_a_partial_update_with_nothing_to_roll_back_to_stops_generation_un
     gen = _gen(servers)
     try:
         servers[1].fail_update = True
-        with pytest.raises(SGLangError, match="no earlier directory.*different weights"):
+        with pytest.raises(SGLangError, match=r"no earlier directory.*different weights"):
             await gen.update_weights("/ckpt/1")
         with pytest.raises(SGLangError, match="hold different weights"):
             await gen.generate(_req("refused"))

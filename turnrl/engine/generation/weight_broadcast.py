@@ -13,6 +13,7 @@ Invariants:
 
 from __future__ import annotations
 
+import math
 import socket
 from datetime import timedelta
 
@@ -89,17 +90,16 @@ def flatten(bucket: list[tuple[str, torch.Tensor]], device: torch.device | str) 
 
 def unflatten(flat: torch.Tensor, names: list[str], dtypes: list[str], shapes: list[list[int]]) -> dict:
     """The receiver's side of ``flatten`` (used by tests and tools that play a server)."""
+    kinds = [getattr(torch, dtype) for dtype in dtypes]
+    sizes = [
+        math.prod(shape) * torch.empty((), dtype=kind).element_size() for kind, shape in zip(kinds, shapes, strict=True)
+    ]
+    if sum(sizes) != flat.numel():
+        raise ValueError(f"bucket holds {flat.numel()} bytes, the metadata describes {sum(sizes)}")
     tensors, offset = {}, 0
-    for name, dtype, shape in zip(names, dtypes, shapes, strict=True):
-        kind = getattr(torch, dtype)
-        numel = 1
-        for dim in shape:
-            numel *= dim
-        nbytes = numel * torch.empty((), dtype=kind).element_size()
+    for name, kind, shape, nbytes in zip(names, kinds, shapes, sizes, strict=True):
         tensors[name] = flat[offset : offset + nbytes].view(kind).reshape(shape)
         offset += nbytes
-    if offset != flat.numel():
-        raise ValueError(f"bucket holds {flat.numel()} bytes, the metadata describes {offset}")
     return tensors
 
 

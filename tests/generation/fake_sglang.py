@@ -17,7 +17,8 @@ What it keeps from SGLang (``entrypoints/http_server.py``, ``managers/io_struct.
   ``/update_weights_from_distributed`` is refused outside ``/begin_weight_update`` ... ``/end_weight_update`` and
   otherwise receives a ``flattened_bucket`` broadcast into the server's tensors.
 A generated token is drawn from a seeded RNG (there is no model); ``GET /fake/digest`` (not SGLang's) gives the
-sha256 of every tensor the server holds, for tests that check it ends with the learner's exact weights.
+sha256 of every tensor the server holds, for tests that check it ends with the learner's exact weights, and
+``GET /fake/raw`` every request body it was sent.
 """
 
 from __future__ import annotations
@@ -158,6 +159,8 @@ class FakeSGLang:
                     return self._reply(503 if loading else 200, {})
                 if self.path == "/fake/digest":
                     return self._reply(200, owner.digest())
+                if self.path == "/fake/raw":
+                    return self._reply(200, owner.raw)
                 self._reply(404, {"error": "no such path"})
 
             def do_POST(self):

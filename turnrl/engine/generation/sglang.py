@@ -243,6 +243,10 @@ class SGLangGenerator(Generator):
     async def resume_memory(self, tags: list[str] | None = None) -> None:
         await self.weights.resume_memory(tags)
 
+    async def yield_accelerator(self) -> None:
+        if self.options.colocated and not self.weights.released:
+            await self.weights.release_memory()
+
     def _pause_mode(self) -> str:
         return "retract" if self.config.in_flight == "continue" else "abort"
 

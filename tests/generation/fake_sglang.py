@@ -126,6 +126,7 @@ class FakeSGLang:
         self.raw: list[tuple[str, dict]] = []
         self.headers: list[dict[str, str]] = []
         self.weight_version = "default"
+        self.version = "0.5.23"
         self.hold = threading.Event()  # while cleared, rids containing "hold" wait after hold_tokens tokens
         self.hold.set()
         self.hold_tokens = 0
@@ -159,6 +160,8 @@ class FakeSGLang:
                     return self._reply(503 if loading else 200, {})
                 if self.path == "/fake/digest":
                     return self._reply(200, owner.digest())
+                if self.path == "/server_info":
+                    return self._reply(200, {"version": owner.version, "frontend": "python"})
                 if self.path == "/fake/raw":
                     return self._reply(200, owner.raw)
                 self._reply(404, {"error": "no such path"})

@@ -67,6 +67,18 @@ async def test_readiness_waits_for_health_generate_and_times_out_clearly(servers
         await gen.close()
 
 
+async def test_a_server_older_than_the_pinned_version_is_refused_at_readiness(servers):
+    gen = _gen(servers)
+    try:
+        await gen.wait_ready(poll_s=0.01)  # 0.5.23 on both
+        servers[0].version = "0.5.24.post1"
+        servers[1].version = "0.4.6.post5"
+        with pytest.raises(SGLangError, match=rf"{servers[1].url} runs SGLang 0.4.6.post5: .*>= 0.5.23"):
+            await gen.wait_ready(poll_s=0.01)
+    finally:
+        await gen.close()
+
+
 async def test_dropped_connections_are_retried_with_backoff_then_reported(servers):
     gen = _gen(servers[:1], options=SGLangOptions(retries=2, retry_backoff_s=0.01))
     try:

@@ -29,7 +29,7 @@ import itertools
 import uuid
 from pathlib import Path
 
-from turnrl.config.generation import SGLangConfig
+from turnrl.config.generation import SGLANG_MIN_VERSION, SGLangConfig
 from turnrl.engine.generation.base import Generator, GeneratorStats
 from turnrl.engine.generation.partial import generate_resuming
 from turnrl.engine.generation.sglang_http import SGLangHTTP
@@ -78,8 +78,20 @@ class SGLangGenerator(Generator):
     def server_for(self, session_id: str | None, group_key: str | None = None) -> str:
         return self.router.server_for(session_id, group_key)
 
-    async def wait_ready(self) -> None:
-        await self.http.wait_ready(self.servers + ([self.router.router_url] if self.router.router_url else []))
+    async def wait_ready(self, poll_s: float = 0.5) -> None:
+        """Every server answers ``/health_generate`` and runs SGLang >= ``SGLANG_MIN_VERSION``."""
+        await self.http.wait_ready(self.servers + ([self.router.router_url] if self.router.router_url else []), poll_s)
+        replies = await asyncio.gather(*(self.http.call(u, "/server_info", method="GET") for u in self.servers))
+        old = [
+            f"{r.url} runs SGLang {r.body['version']}"
+            for r in replies
+            if r.status == 200 and _release(r.body.get("version")) < _release(SGLANG_MIN_VERSION)
+        ]
+        if old:
+            raise SGLangError(
+                f"{'; '.join(old)}: turnrl needs SGLang >= {SGLANG_MIN_VERSION} (per-token weight versions, pauses "
+                "that keep their mode, the begin/end weight-update bracket)"
+            )
 
     # ---- generation ---------------------------------------------------------------------------------------------
     def payload(self, request: GenerateRequest, rid: str | None = None) -> dict:
@@ -308,6 +320,17 @@ class SGLangGenerator(Generator):
     async def close(self) -> None:
         await self.weights.close()
         await self.http.close()
+
+
+def _release(text) -> tuple[int, ...]:
+    """``"0.5.23.post1"`` -> ``(0, 5, 23)``; a missing or unreadable version reads as new enough."""
+    parts = []
+    for piece in str(text).split(".") if isinstance(text, str) else []:
+        digits = "".join(itertools.takewhile(str.isdigit, piece))
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts) if parts else (10**9,)
 
 
 def _as_version(reported, fallback: int) -> int:

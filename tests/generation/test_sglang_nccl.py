@@ -18,6 +18,7 @@ from tests.generation.fake_sglang_process import FakeSGLangProcess
 from turnrl.config.generation import SGLangConfig, SGLangOptions
 from turnrl.engine.generation import weight_broadcast as wb
 from turnrl.engine.generation.sglang import SGLangGenerator
+from turnrl.errors import SGLangError
 from turnrl.protocol import GenerateRequest
 
 
@@ -89,3 +90,26 @@ def test_buckets_keep_every_tensor_once_aligned_and_round_trip():
         wb.buckets(tensors, 0)
     with pytest.raises(ValueError, match="metadata describes"):
         wb.unflatten(torch.zeros(3, dtype=torch.uint8), ["a"], ["float32"], [[1]])
+
+
+async def test_a_server_refusing_a_bucket_is_reported_and_generation_stops_until_a_good_push(
+    model, tokenizer, tmp_path
+):
+    state = model.state_dict()
+    partial = {n: t for i, (n, t) in enumerate(state.items()) if i != 1}  # this server lacks one tensor
+    options = SGLangOptions(weight_sync="nccl", nccl_backend="gloo", bucket_mb=1, retry_backoff_s=0.01)
+    with FakeSGLangProcess(state) as good, FakeSGLangProcess(partial) as bad:
+        gen = SGLangGenerator(SGLangConfig(urls=[good.url, bad.url], options=options))
+        try:
+            with pytest.raises(
+                SGLangError, match=r"update_weights_from_distributed \(bucket 1 of \d+\) failed.*online"
+            ):
+                await gen.push_weights(model, tokenizer, tmp_path)
+            assert gen.weight_version == 0
+            with pytest.raises(SGLangError, match="hold different weights"):
+                await gen.generate(GenerateRequest(request_id="refused", input_ids=[1, 2]))
+            for url in (good.url, bad.url):  # the bracket was closed on both, and generation continued
+                paths = [p for p, _ in httpx.get(url + "/fake/raw", timeout=30).json()]
+                assert paths[-2:] == ["/end_weight_update", "/continue_generation"], paths
+        finally:
+            await gen.close()

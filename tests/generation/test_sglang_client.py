@@ -8,6 +8,7 @@ aborted requests resumed from their partial output, failed or partial updates ro
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import httpx
 import pytest
@@ -108,17 +109,38 @@ async def test_each_server_has_its_own_pool_with_short_keepalive(servers):
         await gen.close()
 
 
-async def test_request_ids_never_collide_across_clients_sharing_a_server(servers):
-    one, two = _gen(servers[:1]), _gen(servers[:1])
+OTHER_PROCESS = """
+import asyncio, sys
+from turnrl.config.generation import SGLangConfig
+from turnrl.engine.generation.sglang import SGLangGenerator
+from turnrl.protocol import GenerateRequest
+
+async def main():
+    gen = SGLangGenerator(SGLangConfig(urls=[sys.argv[1]]))
+    result = await gen.generate(GenerateRequest(request_id="hold-same", input_ids=[5, 9, 2, 9]))
+    await gen.close()
+    print(result.finish_reason)
+
+asyncio.run(main())
+"""
+
+
+async def test_request_ids_never_collide_across_processes_sharing_a_server(servers):
+    """Training and ``turnrl eval`` on one server: the same request id from two processes, both running at once."""
+    one = _gen(servers[:1])
     servers[0].hold.clear()
+    other = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", OTHER_PROCESS, servers[0].url, stdout=asyncio.subprocess.PIPE
+    )
     try:
-        tasks = [asyncio.create_task(g.generate(_req("hold-same"))) for g in (one, two)]
-        await _until(lambda: len(servers[0].running) == 2, "both requests running")
+        mine = asyncio.create_task(one.generate(_req("hold-same")))
+        await _until(lambda: len(servers[0].running) == 2, "both processes' requests running")
         servers[0].release_hold()
-        results = await asyncio.gather(*tasks)
-        assert all(r.finish_reason in ("stop", "length") for r in results)
+        out, _ = await asyncio.wait_for(other.communicate(), 120)  # a hang guard only
+        assert other.returncode == 0 and out.decode().strip() in ("stop", "length")
+        assert (await mine).finish_reason in ("stop", "length")
         rids = [body.rid for path, body in servers[0].calls if path == "/generate"]
-        assert len(set(rids)) == 2 and all(r.endswith(("-hold-same-0",)) for r in rids)
+        assert len(set(rids)) == 2 and all(r.endswith("-hold-same-0") for r in rids)
         # the server itself refuses a duplicate, as SGLang does
         servers[0].hold.clear()
         body = one.payload(_req("x"), rid="hold-dup")
@@ -131,7 +153,8 @@ async def test_request_ids_never_collide_across_clients_sharing_a_server(servers
             assert (await first).status_code == 200
     finally:
         await one.close()
-        await two.close()
+        if other.returncode is None:
+            other.kill()
 
 
 @pytest.mark.parametrize("in_flight", ["continue", "abort"])

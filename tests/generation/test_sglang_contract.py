@@ -110,6 +110,25 @@ def test_validation_refuses_what_sglang_would_refuse_or_drop(installed):
                 sc.validate(use, "/generate", {**good, "sampling_params": {"temperature": -1.0}})
 
 
+def test_the_fake_server_accepts_only_fields_sglang_defines():
+    """The fake's own request shapes are a subset of SGLang's classes (it cannot accept what SGLang would drop)."""
+    import msgspec
+
+    from tests.generation.fake_sglang import SCHEMAS
+
+    recorded = sc.recorded_fields()["classes"]
+    for path, schema in SCHEMAS.items():
+        name = sc.ENDPOINTS[path]
+        if name is None:
+            continue
+        fields = {f.name for f in msgspec.structs.fields(schema)}
+        assert fields <= set(recorded[name]["fields"]), (path, fields - set(recorded[name]["fields"]))
+        assert set(recorded[name]["required"]) <= fields, path
+    (params,) = [f.type for f in msgspec.structs.fields(SCHEMAS["/generate"]) if f.name == "sampling_params"]
+    sampling = {f.name for f in msgspec.structs.fields(params)}
+    assert sampling <= set(recorded["SamplingParams"]["fields"])
+
+
 def test_the_pin_and_the_recorded_fields_match_the_installed_wheel():
     recorded = sc.recorded_fields()
     assert recorded["sglang_version"] == sc.PINNED == SGLANG_MIN_VERSION

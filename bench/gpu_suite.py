@@ -16,7 +16,7 @@ Steps, each recorded as ``ok``, ``failed`` (with the tail of its log) or ``skipp
    GB/s against a measured device copy;
 7. ``train``: ``turnrl train --generator sglang`` for a few steps with the weights broadcast to the server
    (NCCL when the learner and the server have GPUs of their own, gloo when they share the only one: NCCL cannot
-   put two ranks on one device).
+   put two ranks on one device; if that fails there, the run is repeated with disk sync as ``train_disk``).
 Without a GPU every GPU step is skipped with that reason, and the rest runs. The whole suite keeps to
 ``--budget-s`` (default 540 s): a step that would pass it is cut and recorded as failed. Exit status 1 when a
 step failed.
@@ -229,7 +229,13 @@ def train(suite: Suite, server: Server | None, model_dir: Path | None) -> None:
         suite.record("train", "skipped", reason="no server")
         return
     backend = "nccl" if len(suite.gpus) > 1 else "gloo"
-    run_dir = suite.out / "train"
+    if not _train_run(suite, server, model_dir, "train", "nccl", backend) and backend == "gloo":
+        # one GPU: the broadcast path's gloo group is a stand-in for NCCL; the disk path still checks the rest
+        _train_run(suite, server, model_dir, "train_disk", "disk", backend)
+
+
+def _train_run(suite: Suite, server: Server, model_dir: Path, name: str, sync: str, backend: str) -> bool:
+    run_dir = suite.out / name
     shutil.rmtree(run_dir, ignore_errors=True)
     sets = {
         "rollout.prompts_per_step": 4,
@@ -237,7 +243,7 @@ def train(suite: Suite, server: Server | None, model_dir: Path | None) -> None:
         "rollout.episode.turn_cap": 3,
         "rollout.episode.max_new_tokens": 32,
         "eval.tasks": 8,
-        "rollout.generator.sglang.weight_sync": "nccl",
+        "rollout.generator.sglang.weight_sync": sync,
         "rollout.generator.sglang.nccl_backend": backend,
     }
     cmd = [sys.executable, "-m", "turnrl.cli", "train", "--model", str(model_dir), "--steps", str(suite.args.steps)]
@@ -245,14 +251,14 @@ def train(suite: Suite, server: Server | None, model_dir: Path | None) -> None:
     for key, value in sets.items():
         cmd += ["--set", f"{key}={value}"]
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="0")
-    log = suite.out / "train.log"
-    ok, seconds = suite.run("train", cmd, log, env=env)
+    log = suite.out / f"{name}.log"
+    ok, seconds = suite.run(name, cmd, log, env=env)
     rows = []
     metrics = run_dir / "metrics.jsonl"
     if metrics.exists():
         rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     figures = {
-        "weight_sync": f"broadcast ({backend})",
+        "weight_sync": f"broadcast ({backend})" if sync == "nccl" else "disk",
         "steps": len(rows),
         "weight_versions": [r.get("weight_version") for r in rows],
         "update_s_median": statistics.median(r["time/update_s"] for r in rows) if rows else None,
@@ -260,7 +266,8 @@ def train(suite: Suite, server: Server | None, model_dir: Path | None) -> None:
         "gen_errors": sum(r.get("end/gen_error", 0) for r in rows),
     }
     ok = ok and len(rows) == suite.args.steps and figures["gen_errors"] == 0
-    suite.record("train", "ok" if ok else "failed", seconds, figures=figures, error=None if ok else suite.tail(log))
+    suite.record(name, "ok" if ok else "failed", seconds, figures=figures, error=None if ok else suite.tail(log))
+    return ok
 
 
 def main() -> None:

@@ -106,7 +106,7 @@ def staleness_figures(rows: list[dict]) -> dict:
 
 def modelled_runs(args, keys: list[str]) -> dict:
     """The latency-model variant: every run key at each generation/training split, eta 0 colocated."""
-    costs = NodeCosts(time_scale=args.time_scale)
+    costs = NodeCosts()
     workload = PRESETS[args.latency_model]
     splits = [int(g) for g in args.generation_gpus.split(",")]
     results = {}
@@ -127,7 +127,7 @@ def modelled_runs(args, keys: list[str]) -> dict:
             )
             r = run_modelled(config, workload, costs, gpus)
             rows = read_metrics(Path(tmp) / name / "metrics.jsonl")
-            r |= {"eta": eta, "seconds_per_step": r["rl_seconds"] / args.steps / costs.time_scale}
+            r |= {"eta": eta, "seconds_per_step": r["rl_seconds"] / args.steps}
             r |= {"generator_busy_share": r["generator_busy"] / r["rl_seconds"]}
             r |= {"learner_busy_share": r["learner_busy"] / r["rl_seconds"]} | staleness_figures(rows)
             results[name] = r
@@ -136,7 +136,7 @@ def modelled_runs(args, keys: list[str]) -> dict:
     for r in results.values():
         r["speedup"] = sync["seconds_per_step"] / r["seconds_per_step"]
         # no overlap beats the learner: its modelled update (and the weight transfer) per step bounds the split
-        learner_step = r["learner_busy"] / args.steps / costs.time_scale
+        learner_step = r["learner_busy"] / args.steps
         transfer = costs.colocated_switch_s if r["layout"] == "colocated" else costs.broadcast_s
         r["learner_bound"] = sync["seconds_per_step"] / (learner_step + transfer)
     best = max((n for n in results if n != "eta0_colocated"), key=lambda n: results[n]["speedup"])
@@ -177,7 +177,6 @@ def main() -> None:
     parser.add_argument("--generation-gpus", default="4,6", help="latency model: GPUs (of 8) generating, a list")
     parser.add_argument("--prompts", type=int, default=64, help="latency model: prompts per step")
     parser.add_argument("--group", type=int, default=8, help="latency model: episodes per prompt")
-    parser.add_argument("--time-scale", type=float, default=0.02, help="latency model: seconds per modelled second")
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument(
         "--runs",

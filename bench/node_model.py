@@ -1,15 +1,16 @@
 """A GPU node in a model, under turnrl's own training loop: the latency-model variant of the async benchmark.
 
-The real ``Trainer`` runs (producer, ``TrajectoryBuffer`` with its staleness bound, episodes, records); only the
-parts that need GPUs are replaced by costs: decode steps (``LatencyModelGenerator``: continuous batching, one
+The real ``Trainer`` runs (producer, ``TrajectoryBuffer`` with its staleness bound, episodes, records) on a virtual
+clock (``virtual_time.py``: modelled seconds cost no wall time, and the machine's load cannot stretch them); only
+the parts that need GPUs are replaced by costs: decode steps (``LatencyModelGenerator``: continuous batching, one
 server per generating GPU), the learner's update (tokens over the training GPUs' throughput) and the weight
 transfer. The synchronous run is the colocated layout (all GPUs generate, then all train, weights switched in
 place); the asynchronous runs split the node (some GPUs generate while the others train, new weights broadcast
 while decoding pauses).
 
 Invariants:
-- every cost is a pure function of the work and ``NodeCosts`` (printed beside the figures), scaled by
-  ``time_scale``; runs differ only in how the loop overlaps them;
+- every cost is a pure function of the work and ``NodeCosts`` (printed beside the figures), in virtual seconds;
+  runs differ only in how the loop overlaps them, and a run's figures are the same on any machine;
 - the work is the same in every run: step s's tasks are the sampler's, an episode's turns and env latencies
   depend on its item, a turn's token count on its group and turn (``Workload``);
 - every token carries the version of the decode step that sampled it, so the buffer's staleness check is exact.
@@ -24,6 +25,7 @@ from pathlib import Path
 import msgspec
 import torch
 from latency_model import LatencyModelGenerator, SyntheticEnv, Workload, WorkloadConfig
+from virtual_time import VirtualClockLoop
 
 from turnrl.config import TrainConfig
 from turnrl.config.episode import EpisodeConfig
@@ -50,10 +52,9 @@ class NodeCosts(msgspec.Struct, frozen=True, kw_only=True):
     observation_tokens: int = 128  # trained context per env observation
     colocated_switch_s: float = 6.0  # synchronous: offload the trainer, load weights into the servers, per update
     broadcast_s: float = 3.0  # asynchronous: new weights (14 GB bf16) broadcast; decoding pauses this long
-    time_scale: float = 0.02
 
     def update_seconds(self, tokens: int, train_gpus: int) -> float:
-        return (self.update_fixed_s + tokens / (self.train_tokens_per_s_per_gpu * train_gpus)) * self.time_scale
+        return self.update_fixed_s + tokens / (self.train_tokens_per_s_per_gpu * train_gpus)
 
 
 # The workloads: decode costs of a 7B server on one GPU (the rollout benchmark's server model).
@@ -144,10 +145,11 @@ class NodeGenerator(Generator):
 
 
 class NodeLearner:
-    """The learner's update as its modelled duration on ``train_gpus`` GPUs (it blocks its thread, as a real one)."""
+    """The learner's update as its modelled duration on ``train_gpus`` GPUs: it blocks its thread (the training loop
+    runs it off the event loop, as a real one) for that many virtual seconds."""
 
-    def __init__(self, costs: NodeCosts, train_gpus: int):
-        self.costs, self.train_gpus = costs, train_gpus
+    def __init__(self, costs: NodeCosts, train_gpus: int, loop: VirtualClockLoop):
+        self.costs, self.train_gpus, self.loop = costs, train_gpus, loop
         self.busy_s = 0.0
 
     def tokens(self, trajectory: Trajectory) -> int:
@@ -157,14 +159,14 @@ class NodeLearner:
     def update(self, trajectories: list[Trajectory]) -> dict:
         tokens = sum(self.tokens(t) for t in trajectories)
         seconds = self.costs.update_seconds(tokens, self.train_gpus)
-        time.sleep(seconds)
+        self.loop.sleep_in_thread(seconds)
         self.busy_s += seconds
         return {"modelled_tokens": tokens, "modelled_update_s": seconds}
 
 
 class _ModelledTrainer(Trainer):
     async def _finish(self, run: TrainingRun, rl_seconds: float) -> dict:
-        return {"rl_seconds": rl_seconds}
+        return {}  # no final evaluation, checkpoint or plot: the run's time is the loop's virtual time
 
 
 def _chat() -> tuple[ChatFormat, object]:
@@ -179,7 +181,7 @@ def episode_config(workload: Workload) -> EpisodeConfig:
         turn_cap=c.max_turns,
         max_new_tokens=c.tokens_cap,
         max_total_tokens=(c.tokens_cap + 64) * (c.max_turns + 1),
-        env_timeout_s=2 * c.env_cap_s * c.time_scale + 5.0,
+        env_timeout_s=2 * c.env_cap_s + 5.0,
     )
 
 
@@ -187,18 +189,17 @@ def run_modelled(
     config: TrainConfig, workload_config: WorkloadConfig, costs: NodeCosts, generation_gpus: int | None
 ) -> dict:
     """One training run on the modelled node: ``generation_gpus=None`` is the colocated (synchronous) layout."""
-    workload = Workload(msgspec.structs.replace(workload_config, time_scale=costs.time_scale))
+    workload = Workload(workload_config)
     colocated = generation_gpus is None
     servers = costs.gpus if colocated else generation_gpus
     train_gpus = costs.gpus if colocated else costs.gpus - generation_gpus
     if not 0 < servers <= costs.gpus or train_gpus < 1:
         raise ValueError(f"generation GPUs must leave at least one of {costs.gpus} to train, got {generation_gpus}")
-    load_seconds = (costs.colocated_switch_s if colocated else costs.broadcast_s) * costs.time_scale
+    load_seconds = costs.colocated_switch_s if colocated else costs.broadcast_s
     episode = episode_config(workload)
     config = msgspec.structs.replace(config, rollout=msgspec.structs.replace(config.rollout, episode=episode))
     chat, tokenizer = _chat()
     generator = NodeGenerator(workload, servers, load_seconds)
-    learner = NodeLearner(costs, train_gpus)
     pool = EnvPool(lambda: SyntheticEnv(workload))
     run_dir = Path(config.out)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -209,7 +210,7 @@ def run_modelled(
         tokenizer=tokenizer,
         chat=chat,
         generator=generator,
-        learner=learner,
+        learner=None,  # set on the virtual loop, below
         schedule=TurnCapSchedule(config.curriculum, "synthetic", episode.turn_cap),
         pool=pool,
         sampler=TaskSampler(
@@ -225,18 +226,23 @@ def run_modelled(
         seconds={"start": time.perf_counter(), "warmup": 0.0},
     )
 
-    async def go() -> dict:
+    async def go() -> float:
+        loop = asyncio.get_running_loop()
+        run.learner = NodeLearner(costs, train_gpus, loop)
+        start = loop.time()
         try:
-            return await _ModelledTrainer(config)._train(run)
+            await _ModelledTrainer(config)._train(run)
         finally:
             await run.close()
+        return loop.time() - start
 
-    summary = asyncio.run(go())
+    with asyncio.Runner(loop_factory=VirtualClockLoop) as runner:
+        seconds = runner.run(go())
     return {
         "layout": "colocated" if colocated else f"{servers} generate / {train_gpus} train",
         "generation_gpus": servers,
         "train_gpus": train_gpus,
-        "rl_seconds": summary["rl_seconds"],
+        "rl_seconds": seconds,
         "generator_busy": sum(s.busy_s for s in generator.servers) / servers,
-        "learner_busy": learner.busy_s,
+        "learner_busy": run.learner.busy_s,
     }

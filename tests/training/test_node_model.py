@@ -3,23 +3,26 @@ the bound held on every token, and the split layout overlapping generation with 
 
 from __future__ import annotations
 
+import asyncio
 import sys
+import time
 from pathlib import Path
 
 import msgspec
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))  # bench/ scripts import their siblings by name
-
-from bench.latency_model import WorkloadConfig
-from bench.node_model import NodeCosts, run_modelled
 from turnrl.engine.records.metrics import read_metrics
 from turnrl.recipes import demo_config
+
+sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))  # bench/ scripts import their siblings by name
+from latency_model import WorkloadConfig
+from node_model import NodeCosts, run_modelled
+from virtual_time import VirtualClockLoop
 
 WORKLOAD = WorkloadConfig(
     episodes=64, max_turns=3, tokens_median=8.0, tokens_p99=40.0, tokens_cap=40, env_median_s=0.05, env_p99_s=0.5
 )
-COSTS = NodeCosts(gpus=4, update_fixed_s=2.0, time_scale=0.01)
+COSTS = NodeCosts(gpus=4, update_fixed_s=2.0)
 
 
 def _run(tmp_path: Path, eta: int, generation_gpus: int | None) -> tuple[dict, list[dict]]:
@@ -48,10 +51,44 @@ def test_every_layout_does_the_same_work_within_its_staleness_bound(tmp_path):
         split["train_gpus"],
     ) == (2, 2)
     # the modelled learner's time is a function of the work: half the GPUs, the same tokens -> the variable part doubles
-    variable = sync["learner_busy"] - 4 * COSTS.update_fixed_s * COSTS.time_scale
-    assert split["learner_busy"] - 4 * COSTS.update_fixed_s * COSTS.time_scale == pytest.approx(2 * variable)
+    variable = sync["learner_busy"] - 4 * COSTS.update_fixed_s
+    assert split["learner_busy"] - 4 * COSTS.update_fixed_s == pytest.approx(2 * variable)
+    # on the virtual clock a run's time is a function of the work and the costs, not of the machine
+    again, _ = _run(tmp_path / "again", 2, 2)
+    assert again["rl_seconds"] == split["rl_seconds"] and again["generator_busy"] == split["generator_busy"]
+    assert split["rl_seconds"] >= 4 * (2 * variable / 4 + COSTS.update_fixed_s)  # never faster than its learner
 
 
 def test_a_layout_must_leave_a_gpu_to_train(tmp_path):
     with pytest.raises(ValueError, match="leave at least one"):
         _run(tmp_path, 1, 4)
+
+
+def test_the_virtual_clock_fires_every_wait_at_its_time_and_stops_while_a_thread_works():
+    log = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+
+        async def sleeper(name, seconds):
+            await asyncio.sleep(seconds)
+            log.append((name, loop.time()))
+
+        def learner():
+            time.sleep(0.05)  # real work: the clock stands still meanwhile (a timer due at 0.01 waits for it)
+            log.append(("worked", loop.time()))
+            loop.sleep_in_thread(100.0)  # a modelled computation off the loop
+            log.append(("learner", loop.time()))
+            return 7
+
+        out = await asyncio.gather(
+            sleeper("a", 50.0), asyncio.to_thread(learner), sleeper("c", 100.5), sleeper("d", 0.01), sleeper("b", 150.0)
+        )
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.sleep(1e6), timeout=5.0)
+        return out[1], loop.time()
+
+    with asyncio.Runner(loop_factory=VirtualClockLoop) as runner:
+        result, end = runner.run(main())
+    assert result == 7 and end == 155.0
+    assert log == [("worked", 0.0), ("d", 0.01), ("a", 50.0), ("learner", 100.0), ("c", 100.5), ("b", 150.0)]

@@ -18,6 +18,9 @@ class GeneratorConfig(msgspec.Struct, frozen=True, kw_only=True):
     kind: str = "local"  # local: in process (shares the learner's model); service: a GenerationService process;
     # sglang: running SGLang servers (weights handed over through a directory they can read)
     address: str | None = None  # service: ipc:// or tcp:// endpoint (default: a socket in the run directory)
+    # service: True connects to a service started elsewhere (``python -m turnrl.engine.generation.service``) at
+    # ``address`` instead of starting one; it must serve the same model the run starts from
+    external: bool = False
     max_running: int = 64  # service: sequences decoded together
     urls: tuple[str, ...] = ()  # sglang: the servers' base URLs
     request_timeout_s: float | None = None
@@ -41,6 +44,8 @@ class GeneratorConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("rollout.generator.urls must name at least one SGLang server for kind 'sglang'")
         if self.max_running < 1:
             raise ValueError(f"rollout.generator.max_running must be >= 1, got {self.max_running}")
+        if self.external and (self.kind != "service" or not self.address):
+            raise ValueError("rollout.generator.external needs kind 'service' and the service's address")
         if self.request_timeout_s is not None and self.request_timeout_s <= 0:
             raise ValueError(f"rollout.generator.request_timeout_s must be > 0, got {self.request_timeout_s}")
 

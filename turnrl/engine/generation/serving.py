@@ -1,4 +1,5 @@
-"""The generator a training run asks for: in process, a GenerationService process it starts, or SGLang servers.
+"""The generator a training run asks for: in process, a GenerationService process it starts (or one started
+elsewhere, by address), or SGLang servers.
 
 Invariant: the returned generator starts at ``weight_version`` (a resumed run continues its count) and serves the
 learner's current weights; ``close()`` on it also stops a service process started here.
@@ -41,6 +42,14 @@ async def open_generator(
             copy_weights=config.weights == "copy" or (config.weights == "auto" and staleness > 0),
             in_flight=config.in_flight,
         )
+    if config.kind == "service" and config.external:
+        from turnrl.engine.generation.service_client import ServiceGenerator
+
+        generator = ServiceGenerator(config.address, request_timeout_s=config.request_timeout_s)
+        if weight_version:  # a resumed run: the service holds the weights it was started with
+            tensors = {name: t.detach().cpu() for name, t in model.state_dict().items()}
+            await generator.update_weights(tensors=tensors, version=weight_version)
+        return generator
     if config.kind == "service":
         from turnrl.engine.generation.service_client import ServiceGenerator, ServiceProcess
 

@@ -11,6 +11,7 @@ import torch
 from tests.distributed.jobs import random_trajectories, read_dump, run_job, write_batch
 from turnrl.config.algo import CriticConfig, LearnerConfig
 from turnrl.config.distributed import ShardingConfig
+from turnrl.config.placement import PlacementConfig
 from turnrl.engine.distributed.mesh import init_mesh
 from turnrl.engine.distributed.partition import balanced_parts
 from turnrl.engine.training.learner import Learner
@@ -116,6 +117,12 @@ def test_bad_sharding_input(monkeypatch, tok):
         ShardingConfig(param_dtype="int8")
     with pytest.raises(ValueError, match="backend"):
         ShardingConfig(backend="mpi")
+    with pytest.raises(ValueError, match="learner_ranks"):
+        PlacementConfig(learner_ranks=0)
+    with pytest.raises(ValueError, match="strategy"):
+        PlacementConfig(strategy="ANYWHERE")
+    with pytest.raises(ValueError, match="cpus_per_learner"):
+        PlacementConfig(cpus_per_learner=0)
     for key in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(key, raising=False)
     with pytest.raises(RuntimeError, match="not launched by torchrun"):

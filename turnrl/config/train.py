@@ -15,6 +15,7 @@ from turnrl.config.envs import EnvWorkerConfig
 from turnrl.config.episode import EpisodeConfig
 from turnrl.config.generation import GeneratorConfig
 from turnrl.config.model import DefaultModelConfig
+from turnrl.config.placement import PlacementConfig
 from turnrl.config.records import LoggingConfig
 
 
@@ -86,6 +87,7 @@ class TrainConfig(msgspec.Struct, frozen=True, kw_only=True):
     curriculum: CurriculumConfig = CurriculumConfig()
     logging: LoggingConfig = LoggingConfig()
     sharding: ShardingConfig = ShardingConfig()  # the learner under torchrun (turnrl.engine.distributed.train)
+    placement: PlacementConfig = PlacementConfig()  # the roles on Ray (turnrl.engine.distributed.ray_job)
     steps: int = 100
     seed: int = 0
     out: str = "runs/latest"

@@ -95,15 +95,19 @@ def check_bind_endpoint(endpoint: str) -> str:
 
 
 async def serve(
-    endpoint: str, identity: str, threads: int = 64, heartbeat_s: float = 0.2, *, bind: bool = False
+    endpoint: str, identity: str, threads: int = 64, heartbeat_s: float = 0.2, *, bind: bool = False, on_bound=None
 ) -> None:
+    """``on_bound(endpoint)`` (bound workers): called with the address it listens on."""
     ctx = zmq.asyncio.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.IDENTITY, identity.encode())
     sock.setsockopt(zmq.LINGER, 0)
     if bind:
         sock.bind(check_bind_endpoint(endpoint))
-        print(f"listening {sock.getsockopt_string(zmq.LAST_ENDPOINT)}", flush=True)
+        bound = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        print(f"listening {bound}", flush=True)
+        if on_bound is not None:
+            on_bound(bound)
     else:
         sock.connect(endpoint)
     host = EnvHost(threads, replace_envs=bind)

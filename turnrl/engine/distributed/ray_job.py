@@ -164,6 +164,7 @@ def run_job(cfg: TrainConfig, on_placed=None) -> dict:
             max_running=generator.max_running,
             kv_cache_tokens=cfg.rollout.kv_cache_tokens,
             in_flight=generator.in_flight,
+            max_frame_bytes=generator.max_frame_bytes,
             device="cuda" if p.gpus_per_generator else "cpu",
             seed=cfg.seed,
         )

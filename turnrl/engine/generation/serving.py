@@ -45,7 +45,9 @@ async def open_generator(
     if config.kind == "service" and config.external:
         from turnrl.engine.generation.service_client import ServiceGenerator
 
-        generator = ServiceGenerator(config.address, request_timeout_s=config.request_timeout_s)
+        generator = ServiceGenerator(
+            config.address, request_timeout_s=config.request_timeout_s, max_frame_bytes=config.max_frame_bytes
+        )
         if weight_version:  # a resumed run: the service holds the weights it was started with
             tensors = {name: t.detach().cpu() for name, t in model.state_dict().items()}
             await generator.update_weights(tensors=tensors, version=weight_version)
@@ -63,10 +65,16 @@ async def open_generator(
                 max_running=config.max_running,
                 kv_cache_tokens=kv_cache_tokens,
                 in_flight=config.in_flight,
+                max_frame_bytes=config.max_frame_bytes,
             )
         )
         await asyncio.to_thread(process.start)
-        generator = ServiceGenerator(address, request_timeout_s=config.request_timeout_s, owned_process=process)
+        generator = ServiceGenerator(
+            address,
+            request_timeout_s=config.request_timeout_s,
+            owned_process=process,
+            max_frame_bytes=config.max_frame_bytes,
+        )
         if weight_version:  # a resumed run: the service starts at 0
             await generator.update_weights(path=str(staging), version=weight_version)
         return generator

@@ -14,7 +14,7 @@ The socket path sends the whole model as one frame: the bench raises the service
 Figures: median seconds per push, and seconds per GB. SGLang's NCCL and CUDA-IPC paths need a GPU: the GPU
 suite fills them in.
 
-    python bench/scale.py --json bench/results/scale.json      # about 4 min on 2 shared cores
+    python bench/scale.py --json bench/results/scale.json      # about 7 min on 2 loaded cores
     python bench/scale.py --quick
 """
 

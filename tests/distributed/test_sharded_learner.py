@@ -43,11 +43,11 @@ def _max_diff(params: dict, model) -> float:
 
 
 @pytest.mark.parametrize(
-    "estimator, extra",
-    [("grpo", {"kl_coef": 0.05}), ("ppo", {})],
-    ids=["grpo-with-reference", "ppo-with-separate-critic"],
+    "estimator, extra, sharding",
+    [("grpo", {"kl_coef": 0.05}, {}), ("ppo", {}, {}), ("grpo", {}, {"activation_checkpointing": True})],
+    ids=["grpo-with-reference", "ppo-with-separate-critic", "activation-checkpointing"],
 )
-def test_one_sharded_update_equals_the_single_process_update(tok, model_dir, tmp_path, estimator, extra):
+def test_one_sharded_update_equals_the_single_process_update(tok, model_dir, tmp_path, estimator, extra, sharding):
     # 7 rows of uneven length over 2 ranks, small micro-batches: the ranks run different numbers of passes
     trajectories = random_trajectories(len(tok), 7, seed=3)
     learner = dict(lr=1e-3, lr_warmup_steps=0, minibatches=2, micro_batch_tokens=40, **extra)
@@ -58,6 +58,7 @@ def test_one_sharded_update_equals_the_single_process_update(tok, model_dir, tmp
         estimator=estimator,
         batches=[write_batch(tmp_path / "b0.msgpack", trajectories)],
         ops=[{"op": "update", "batch": 0}, {"op": "dump", "path": str(tmp_path / "out.safetensors")}],
+        sharding=sharding,
     )
     if estimator == "ppo":
         spec["critic"] = {"kind": "separate", "lr": 1e-3}
@@ -132,3 +133,36 @@ def test_bad_sharding_input(monkeypatch, tok):
     model = build_tiny_model(tok, "micro", max_positions=64, seed=0)
     with pytest.raises(ValueError, match=r"critic\.kind = 'separate'"):
         ShardedLearner(model, LearnerConfig(), 0, mesh=None, estimator="ppo", critic=CriticConfig(kind="head"))
+
+
+def test_bfloat16_parameters_with_float32_reduction_stay_near_the_float32_update(tok, model_dir, tmp_path):
+    trajectories = random_trajectories(len(tok), 6, seed=5)
+    learner = dict(lr=1e-3, lr_warmup_steps=0, minibatches=1, micro_batch_tokens=64)
+    spec = dict(
+        model_dir=str(model_dir),
+        pad_token_id=tok.pad_token_id,
+        learner=learner,
+        batches=[write_batch(tmp_path / "b0.msgpack", trajectories)],
+        ops=[{"op": "update", "batch": 0}, {"op": "dump", "path": str(tmp_path / "out.safetensors")}],
+        sharding={"param_dtype": "bfloat16", "reduce_dtype": "float32"},
+    )
+    run_job(tmp_path, spec, 2, "bf16")
+    params, meta = read_dump(str(tmp_path / "out.safetensors"))
+    model = _load(model_dir)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    Learner(model, msgspec.convert(learner, LearnerConfig), tok.pad_token_id).update(trajectories)
+    after = model.state_dict()
+    # the master weights stay float32; one Adam step moves each weight by about lr either way
+    assert all(params[k].dtype == torch.float32 for k in params)
+    step = torch.cat([(after[k] - before[k]).flatten() for k in before])
+    gap = torch.cat([(params[k] - after[k]).flatten() for k in before])
+    moved = torch.cat([(params[k] - before[k]).flatten() for k in before])
+    assert float(moved.abs().mean()) > 0.5 * float(step.abs().mean())
+    assert float(gap.abs().mean()) < 0.25 * float(step.abs().mean())  # mostly the same direction
+    assert float(gap.abs().max()) > 1e-6  # ... but computed in bfloat16: not bit-equal to the float32 update
+    assert meta["stats"][0]["loss"] == pytest.approx(
+        Learner(_load(model_dir), msgspec.convert(learner, LearnerConfig), tok.pad_token_id).update(trajectories)[
+            "loss"
+        ],
+        abs=0.02,
+    )

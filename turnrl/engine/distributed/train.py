@@ -1,6 +1,7 @@
 """A training run whose learner is sharded over the ranks of a torchrun job (FSDP2).
 
-Run as ``torchrun --nproc_per_node N -m turnrl.engine.distributed.train --config job.toml [--set key=value]``.
+Run as ``torchrun --nproc_per_node N -m turnrl.engine.distributed.train --config job.toml [--set key=value]``;
+``--resume`` continues the run in ``out`` from its latest checkpoint, at any number of ranks.
 
 Invariants:
 - rank 0 runs the whole loop (``Trainer``: rollouts, evaluation, records); its learner is a ``RankZeroLearner``
@@ -108,7 +109,7 @@ def follow(model, tokenizer, cfg: TrainConfig, mesh) -> int:
             return learner.updates
 
 
-def run(cfg: TrainConfig) -> dict | None:
+def run(cfg: TrainConfig, resume: bool = False) -> dict | None:
     """The job on this rank: rank 0 returns the run's summary, the others None."""
     from turnrl.engine.training.loop import Trainer
     from turnrl.models import load_policy
@@ -128,7 +129,7 @@ def run(cfg: TrainConfig) -> dict | None:
             return front[0]
 
         try:
-            return Trainer(cfg, make_learner=make_learner).run()
+            return Trainer(cfg, resume=resume, make_learner=make_learner).run()
         finally:
             if front:
                 front[0].stop()
@@ -142,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="turnrl training with the learner sharded over torchrun's ranks")
     parser.add_argument("--config", required=True, help="the run's TOML file")
     parser.add_argument("--set", action="append", default=[], help="key=value override (repeatable)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in `out` from its latest checkpoint")
     args = parser.parse_args(argv)
     try:
         cfg = load(args.config, args.set)
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"turnrl: error: {exc}", file=sys.stderr)
         return 2
-    summary = run(cfg)
+    summary = run(cfg, resume=args.resume)
     if summary is not None:
         print(json.dumps({"summary": str(Path(cfg.out) / "summary.json")}), flush=True)
     return 0

@@ -48,9 +48,8 @@ async def open_generator(
         generator = ServiceGenerator(
             config.address, request_timeout_s=config.request_timeout_s, max_frame_bytes=config.max_frame_bytes
         )
-        if weight_version:  # a resumed run: the service holds the weights it was started with
-            tensors = {name: t.detach().cpu() for name, t in model.state_dict().items()}
-            await generator.update_weights(tensors=tensors, version=weight_version)
+        if weight_version:  # a resumed run
+            await _resume_external(generator, model, weight_version)
         return generator
     if config.kind == "service":
         from turnrl.engine.generation.service_client import ServiceGenerator, ServiceProcess
@@ -87,6 +86,17 @@ async def open_generator(
         await asyncio.to_thread(save_policy, model, tokenizer, staging)
         await generator.update_weights(str(staging.resolve()), version=weight_version + 1)
     return generator
+
+
+async def _resume_external(generator, model, weight_version: int) -> None:
+    """A service started elsewhere holds version ``weight_version`` (this run's, untouched since the checkpoint),
+    an older one (it was restarted) or a newer one (the run went on past its checkpoint): send the checkpoint's
+    weights unless it holds exactly them; versions only grow."""
+    current = (await generator.service_stats()).weight_version
+    if current == weight_version:
+        return
+    tensors = {name: t.detach().cpu() for name, t in model.state_dict().items()}
+    await generator.update_weights(tensors=tensors, version=max(weight_version, current + 1))
 
 
 def staging_dir(run_dir: Path) -> Path:

@@ -7,11 +7,10 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.distributed.roles import CLI, ENV, start_env_worker, stop
 from tests.envs.test_zmq_workers import _until, slow_generator
 from turnrl.config.envs import EnvWorkerConfig
 from turnrl.config.episode import EpisodeConfig
@@ -20,36 +19,10 @@ from turnrl.envs.babyai import BabyAIEnv
 from turnrl.envs.zmq.pool import EnvWorkerPool
 from turnrl.protocol import Task
 
-ROOT = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-c", "import sys; from turnrl.cli import main; sys.exit(main())"]
-
-
-def start_worker(bind: str = "tcp://127.0.0.1:*") -> tuple[subprocess.Popen, str]:
-    """A worker in its own process; returns it and the address it listens on."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [*CLI, "env-worker", "--bind", bind, "--threads", "8", "--heartbeat-s", "0.1"],
-        stdout=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
-    line = proc.stdout.readline().strip()  # blocks until it listens (or exits)
-    if not line.startswith("listening tcp://"):
-        proc.kill()
-        raise AssertionError(f"env worker did not start: {line!r} (exit {proc.wait()})")
-    return proc, line.split()[1]
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
-
 
 @pytest.fixture()
 def workers():
-    started = [start_worker(), start_worker()]
+    started = [start_env_worker(), start_env_worker()]
     yield started
     for proc, _ in started:
         stop(proc)
@@ -81,7 +54,7 @@ async def test_remote_workers_over_tcp_lose_only_the_killed_workers_episodes(cha
         assert pool.restarts == 0  # nothing restarted: the pool did not start that process
 
         # someone (a supervisor, a person) starts a worker at the same address: the pool's connection finds it
-        workers[0] = start_worker(addresses[0])
+        workers[0] = start_env_worker(addresses[0])
         await asyncio.wait_for(pool.workers[0].ready.wait(), 30)
         assert pool.pids()[0] == workers[0][0].pid
         before = pool.workers[0].replies
@@ -121,7 +94,7 @@ def test_env_worker_command_rejects_bad_addresses(bind):
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=ENV,
     )
     assert done.returncode == 2
     assert done.stderr.startswith("turnrl: error:") and "tcp://" in done.stderr

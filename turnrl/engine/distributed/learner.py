@@ -165,6 +165,12 @@ class ShardedLearner(Learner):
             "a sharded learner's state is saved with turnrl.engine.distributed.checkpoint.save_sharded (DCP)"
         )
 
-    def full_state_dict(self) -> dict[str, torch.Tensor]:
-        """The policy's full parameters and buffers on every rank (a collective: call it on every rank)."""
-        return {name: full_tensor(t).detach().cpu() for name, t in self.model.state_dict().items()}
+    def full_state_dict(self, keep: bool = True) -> dict[str, torch.Tensor]:
+        """The policy's full parameters and buffers (a collective: call it on every rank). ``keep=False`` takes
+        part in the gathers but keeps nothing (a rank that does not publish weights): returns {}."""
+        out = {}
+        for name, t in self.model.state_dict().items():
+            whole = full_tensor(t).detach().cpu()  # one tensor at a time: peak memory is one gathered tensor
+            if keep:
+                out[name] = whole
+        return out

@@ -99,12 +99,12 @@ def follow(model, tokenizer, cfg: TrainConfig, mesh) -> int:
         command = _receive()
         if command.op == "update":
             learner.update(broadcast_trajectories(None))
-            learner.full_state_dict()
+            learner.full_state_dict(keep=False)
         elif command.op == "save":
             save_sharded(command.path, learner)
         elif command.op == "load":
             load_sharded(command.path, learner)
-            learner.full_state_dict()
+            learner.full_state_dict(keep=False)
         else:
             return learner.updates
 

@@ -113,13 +113,14 @@ def run(cfg: TrainConfig, resume: bool = False) -> dict | None:
     """The job on this rank: rank 0 returns the run's summary, the others None."""
     from turnrl.engine.training.loop import Trainer
     from turnrl.models import load_policy
+    from turnrl.models.loading import resolve_device
 
     if cfg.model.path is None:
         raise ValueError("a sharded run needs model.path (a model directory every rank can read)")
     mesh = init_mesh(cfg.sharding)
     try:
         if dist.get_rank() != 0:
-            model, tokenizer = load_policy(cfg.model.path)
+            model, tokenizer = load_policy(cfg.model.path, device=resolve_device(cfg.model.device))  # as rank 0
             follow(model, tokenizer, cfg, mesh)
             return None
         front: list[RankZeroLearner] = []

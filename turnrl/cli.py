@@ -1,4 +1,4 @@
-"""Command line: ``turnrl train | eval | view | serve-env``.
+"""Command line: ``turnrl train | eval | view | serve-env | env-worker``.
 
 Invariant: a bad value on the command line (unknown env or algorithm, negative
 steps, a model path that is not a model directory, a malformed option) prints one
@@ -60,6 +60,30 @@ def serve_env(
         flush=True,
     )
     uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+@app.command("env-worker")
+def env_worker(
+    bind: str = typer.Option("tcp://127.0.0.1:5555", help="tcp://HOST:PORT to listen on (PORT * picks a free one)."),
+    threads: int = typer.Option(64, help="Threads for blocking env code."),
+    heartbeat_s: float = typer.Option(0.2, help="Seconds between heartbeats."),
+    plugin: Annotated[list[str] | None, typer.Option(help="Module to import first (registers env families).")] = None,
+) -> None:
+    """Serve env instances to a remote pool over ZeroMQ (config: env_workers.remote = ["tcp://HOST:PORT"])."""
+    import asyncio
+    import importlib
+
+    from turnrl.envs.zmq.worker import check_bind_endpoint, serve
+
+    try:
+        check_bind_endpoint(bind)
+        if threads < 1 or not heartbeat_s > 0:
+            raise ValueError("--threads must be >= 1 and --heartbeat-s > 0")
+    except ValueError as exc:
+        _fail(str(exc))
+    for module in plugin or []:
+        importlib.import_module(module)
+    asyncio.run(serve(bind, f"worker-{bind}", threads, heartbeat_s, bind=True))
 
 
 def _saved_config(out: str | None, steps: int | None):

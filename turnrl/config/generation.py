@@ -80,6 +80,12 @@ class GeneratorConfig(msgspec.Struct, frozen=True, kw_only=True):
     kind: str = "local"  # local: in process (shares the learner's model); service: a GenerationService process;
     # sglang: running SGLang servers (weights handed over through a directory they can read)
     address: str | None = None  # service: ipc:// or tcp:// endpoint (default: a socket in the run directory)
+    # service: True connects to a service started elsewhere (``python -m turnrl.engine.generation.service``) at
+    # ``address`` instead of starting one; it must serve the same model the run starts from
+    external: bool = False
+    # service: the largest frame either end accepts; a weight push is one frame (raise it for large models, and
+    # start an external service with the same ``max_frame_bytes``)
+    max_frame_bytes: int = MAX_FRAME_BYTES
     max_running: int = 64  # service: sequences decoded together
     urls: tuple[str, ...] = ()  # sglang: the servers' base URLs
     request_timeout_s: float | None = None
@@ -104,6 +110,10 @@ class GeneratorConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("rollout.generator.urls must name at least one SGLang server for kind 'sglang'")
         if self.max_running < 1:
             raise ValueError(f"rollout.generator.max_running must be >= 1, got {self.max_running}")
+        if self.max_frame_bytes < 1024:
+            raise ValueError(f"rollout.generator.max_frame_bytes must be >= 1024, got {self.max_frame_bytes}")
+        if self.external and (self.kind != "service" or not self.address):
+            raise ValueError("rollout.generator.external needs kind 'service' and the service's address")
         if self.request_timeout_s is not None and self.request_timeout_s <= 0:
             raise ValueError(f"rollout.generator.request_timeout_s must be > 0, got {self.request_timeout_s}")
 

@@ -10,15 +10,20 @@ import msgspec
 
 from turnrl.config.algo import ADVANTAGE_ESTIMATOR_NAMES, AdvantageParams, CriticConfig, LearnerConfig
 from turnrl.config.curriculum import CurriculumConfig
+from turnrl.config.distributed import ShardingConfig
+from turnrl.config.envs import EnvWorkerConfig
 from turnrl.config.episode import EpisodeConfig
 from turnrl.config.generation import GeneratorConfig
 from turnrl.config.model import DefaultModelConfig
+from turnrl.config.placement import PlacementConfig
 from turnrl.config.records import LoggingConfig
 
 
 class EnvConfig(msgspec.Struct, frozen=True, kw_only=True):
     family: str = "babyai"
     options: dict[str, str | int | float | bool] = {}
+    # None: envs in the training process; else env worker processes (started by the run, or remote addresses)
+    workers: EnvWorkerConfig | None = None
 
 
 class RolloutConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -81,6 +86,8 @@ class TrainConfig(msgspec.Struct, frozen=True, kw_only=True):
     eval: EvalConfig = EvalConfig()
     curriculum: CurriculumConfig = CurriculumConfig()
     logging: LoggingConfig = LoggingConfig()
+    sharding: ShardingConfig = ShardingConfig()  # the learner under torchrun (turnrl.engine.distributed.train)
+    placement: PlacementConfig = PlacementConfig()  # the roles on Ray (turnrl.engine.distributed.ray_job)
     steps: int = 100
     seed: int = 0
     out: str = "runs/latest"

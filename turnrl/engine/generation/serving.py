@@ -1,4 +1,5 @@
-"""The generator a training run asks for: in process, a GenerationService process it starts, or SGLang servers.
+"""The generator a training run asks for: in process, a GenerationService process it starts (or one started
+elsewhere, by address), or SGLang servers.
 
 Invariant: the returned generator starts at ``weight_version`` (a resumed run continues its count) and serves the
 learner's current weights; ``close()`` on it also stops a service process started here; SGLang servers have
@@ -42,6 +43,15 @@ async def open_generator(
             copy_weights=config.weights == "copy" or (config.weights == "auto" and staleness > 0),
             in_flight=config.in_flight,
         )
+    if config.kind == "service" and config.external:
+        from turnrl.engine.generation.service_client import ServiceGenerator
+
+        generator = ServiceGenerator(
+            config.address, request_timeout_s=config.request_timeout_s, max_frame_bytes=config.max_frame_bytes
+        )
+        if weight_version:  # a resumed run
+            await _resume_external(generator, model, weight_version)
+        return generator
     if config.kind == "service":
         from turnrl.engine.generation.service_client import ServiceGenerator, ServiceProcess
 
@@ -55,10 +65,16 @@ async def open_generator(
                 max_running=config.max_running,
                 kv_cache_tokens=kv_cache_tokens,
                 in_flight=config.in_flight,
+                max_frame_bytes=config.max_frame_bytes,
             )
         )
         await asyncio.to_thread(process.start)
-        generator = ServiceGenerator(address, request_timeout_s=config.request_timeout_s, owned_process=process)
+        generator = ServiceGenerator(
+            address,
+            request_timeout_s=config.request_timeout_s,
+            owned_process=process,
+            max_frame_bytes=config.max_frame_bytes,
+        )
         if weight_version:  # a resumed run: the service starts at 0
             await generator.update_weights(path=str(staging), version=weight_version)
         return generator
@@ -84,6 +100,17 @@ async def open_generator(
         await generator.close()
         raise
     return generator
+
+
+async def _resume_external(generator, model, weight_version: int) -> None:
+    """A service started elsewhere holds version ``weight_version`` (this run's, untouched since the checkpoint),
+    an older one (it was restarted) or a newer one (the run went on past its checkpoint): send the checkpoint's
+    weights unless it holds exactly them; versions only grow."""
+    current = (await generator.service_stats()).weight_version
+    if current == weight_version:
+        return
+    tensors = {name: t.detach().cpu() for name, t in model.state_dict().items()}
+    await generator.update_weights(tensors=tensors, version=max(weight_version, current + 1))
 
 
 def staging_dir(run_dir: Path) -> Path:

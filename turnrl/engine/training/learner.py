@@ -9,11 +9,15 @@ Invariants:
 - each batch is split into ``minibatches`` optimizer steps (times ``epochs``), each
   accumulated over micro-batches whose losses add up to exactly the mini-batch
   loss.
+
+The few places where a sharded learner differs (which micro-batches this process runs, how a forward is
+called, how gradient norms and statistics are combined) are methods it overrides; the arithmetic stays here.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import random
 
 import torch
@@ -68,7 +72,20 @@ class Learner:
         self.advantage = advantage or AdvantageParams()
         self.loss_fn = get_policy_loss(config.loss)
         self.critic = Critic(model, critic or CriticConfig()) if self.estimator.needs_values else None
-        params = [{"params": list(model.parameters()), "lr": config.lr}]
+        self._build_optimizers()
+        needs_reference = config.kl_coef > 0 or (self.estimator.needs_reference and self.advantage.kl_reward_coef > 0)
+        self.reference = None
+        if needs_reference:
+            self.reference = copy.deepcopy(model).eval()
+            for param in self.reference.parameters():
+                param.requires_grad_(False)
+        self.rng = random.Random(seed)
+        self.updates = 0
+
+    def _build_optimizers(self) -> None:
+        """The optimizers (and warm-up schedule) over the parameters the modules hold now."""
+        config = self.config
+        params = [{"params": list(self.model.parameters()), "lr": config.lr}]
         if self.critic is not None and self.critic.shared:
             params.append({"params": list(self.critic.head.parameters()), "lr": self.critic.config.lr})
         self.optimizer = torch.optim.AdamW(params, betas=config.betas, weight_decay=config.weight_decay)
@@ -78,14 +95,30 @@ class Learner:
             self.critic_optimizer = torch.optim.AdamW(
                 self.critic.own_parameters(), lr=self.critic.config.lr, betas=config.betas
             )
-        needs_reference = config.kl_coef > 0 or (self.estimator.needs_reference and self.advantage.kl_reward_coef > 0)
-        self.reference = None
-        if needs_reference:
-            self.reference = copy.deepcopy(model).eval()
-            for param in self.reference.parameters():
-                param.requires_grad_(False)
-        self.rng = random.Random(seed)
-        self.updates = 0
+
+    # ---- what a sharded learner overrides -------------------------------------------------
+    def _row_groups(self, lengths: list[int]) -> list[list[int] | None]:
+        """The micro-batches (row indices) this process runs; ``None`` is a pass whose loss counts zero."""
+        return micro_batches(lengths, self.config.micro_batch_tokens)
+
+    def _logprobs(self, which: str, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs and entropies of ``which`` ("policy" or "reference") on the batch's policy tokens."""
+        model = self.model if which == "policy" else self.reference
+        return policy_logprobs(model, batch, self.temperature)
+
+    def _values(self, batch: TokenBatch) -> torch.Tensor:
+        return self.critic.values(batch.input_ids, batch.attention_mask)
+
+    def _combine_rows(self, out: torch.Tensor) -> torch.Tensor:
+        """Rows computed here, combined with the rows other processes computed (none here)."""
+        return out
+
+    def _clip_grad_norm(self, params: list, max_norm: float) -> float:
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+
+    def _combine_sums(self, sums: dict[str, float]) -> dict[str, float]:
+        """Per-step statistics summed over every process's micro-batches (this one's only here)."""
+        return sums
 
     # ---- state --------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -121,23 +154,24 @@ class Learner:
         """Apply ``fn(sub_batch) -> [b, t]`` over micro-batches; reassemble [B, T]."""
         out = torch.zeros(batch.loss_mask.shape, dtype=torch.float32)
         lengths = batch.attention_mask.sum(-1).tolist()
-        for rows in micro_batches(lengths, self.config.micro_batch_tokens):
+        for rows in self._row_groups(lengths):
+            if rows is None:
+                fn(batch.select([0]))  # keeps this process in step with the others' forward passes
+                continue
             sub = batch.select(rows)
             out[rows, : sub.input_ids.shape[1]] = fn(sub).float()
-        return out
+        return self._combine_rows(out)
 
     def prepare(self, trajectories: list[Trajectory]) -> tuple[TokenBatch, dict[str, float]]:
         """Pack the batch and attach advantages (and returns, old values, reference log-probs)."""
         batch = pack(trajectories, None, self.pad_token_id)
         inputs = advantage_inputs(trajectories, batch.loss_mask, batch.old_logprobs, self.per_turn_rewards)
         if self.reference is not None:
-            batch.ref_logprobs = self._per_row(
-                lambda sub: policy_logprobs(self.reference, sub, self.temperature)[0], batch
-            )
+            batch.ref_logprobs = self._per_row(lambda sub: self._logprobs("reference", sub)[0], batch)
             inputs.ref_logprobs = batch.ref_logprobs
         if self.critic is not None:
             self.critic.eval()
-            batch.old_values = self._per_row(lambda sub: self.critic.values(sub.input_ids, sub.attention_mask), batch)
+            batch.old_values = self._per_row(self._values, batch)
             batch.old_values = batch.old_values * batch.loss_mask
             inputs.values = batch.old_values
         out = self.estimator.fn(inputs, self.advantage)
@@ -158,7 +192,7 @@ class Learner:
     def _correct_off_policy(self, batch: TokenBatch) -> dict[str, float]:
         """Proximal log-probs (this model, before the update) and the proximal / behaviour importance weights."""
         self.model.eval()
-        proximal = self._per_row(lambda sub: policy_logprobs(self.model, sub, self.temperature)[0], batch)
+        proximal = self._per_row(lambda sub: self._logprobs("policy", sub)[0], batch)
         mask = batch.loss_mask
         batch.proximal_logprobs = proximal * mask
         weights = torch.exp((proximal - batch.old_logprobs).clamp(max=20.0)) * mask
@@ -208,11 +242,21 @@ class Learner:
         if self.critic is not None:
             self.critic.train()
         sums = {"loss": 0.0, "entropy": 0.0, "clip_frac": 0.0, "approx_kl": 0.0, "ref_kl": 0.0}
+        if self.critic is not None:
+            sums.update(value_loss=0.0, value_clip_frac=0.0)
         lengths = minibatch.attention_mask.sum(-1).tolist()
-        for rows in micro_batches(lengths, cfg.micro_batch_tokens):
+        for rows in self._row_groups(lengths):
+            if rows is None:  # a pass that keeps this process in step with the others: its loss counts zero
+                batch = minibatch.select([0])
+                logp, _ = self._logprobs("policy", batch)
+                loss = logp.sum() * 0.0
+                if self.critic is not None:
+                    loss = loss + self._values(batch).sum() * 0.0
+                loss.backward()
+                continue
             batch = minibatch.select(rows)
             share = batch.num_tokens / max(total_tokens, 1)
-            logp, entropy = policy_logprobs(self.model, batch, self.temperature)
+            logp, entropy = self._logprobs("policy", batch)
             decoupled = batch.proximal_logprobs is not None
             loss, stats = self.loss_fn(
                 logp,
@@ -235,7 +279,7 @@ class Learner:
                 loss = loss - cfg.entropy_coef * (entropy * mask).sum() / max(total_tokens, 1)
             if self.critic is not None:
                 value_loss, vstats = clipped_value_loss(
-                    self.critic.values(batch.input_ids, batch.attention_mask),
+                    self._values(batch),
                     batch.old_values,
                     batch.returns,
                     batch.loss_mask,
@@ -243,26 +287,27 @@ class Learner:
                     total_tokens,
                 )
                 loss = loss + (self.critic.config.coef if self.critic.shared else 1.0) * value_loss
-                sums["value_loss"] = sums.get("value_loss", 0.0) + float(value_loss.detach())
-                sums["value_clip_frac"] = sums.get("value_clip_frac", 0.0) + vstats["value_clip_frac"] * share
+                sums["value_loss"] += float(value_loss.detach())
+                sums["value_clip_frac"] += vstats["value_clip_frac"] * share
             loss.backward()
             sums["loss"] += float(loss.detach())
             sums["entropy"] += float((entropy.detach() * mask).sum()) / max(total_tokens, 1)
             sums["clip_frac"] += stats["clip_frac"] * share
             sums["approx_kl"] += stats["approx_kl"] * share
+        sums = self._combine_sums(sums)
         trained = [p for group in self.optimizer.param_groups for p in group["params"]]
-        grad_norm = torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
-        if torch.isfinite(grad_norm):
+        grad_norm = self._clip_grad_norm(trained, cfg.grad_clip)
+        if math.isfinite(grad_norm):
             self.optimizer.step()
             self.scheduler.step()
         if self.critic_optimizer is not None:
-            critic_norm = torch.nn.utils.clip_grad_norm_(self.critic.own_parameters(), self.critic.config.grad_clip)
-            if torch.isfinite(critic_norm):
+            critic_norm = self._clip_grad_norm(self.critic.own_parameters(), self.critic.config.grad_clip)
+            if math.isfinite(critic_norm):
                 self.critic_optimizer.step()
-            sums["critic_grad_norm"] = float(critic_norm)
+            sums["critic_grad_norm"] = critic_norm
         if self.critic is not None:
             self.critic.eval()
-        sums["grad_norm"] = float(grad_norm)
+        sums["grad_norm"] = grad_norm
         return sums
 
 

@@ -36,8 +36,10 @@ from turnrl.models.tiny import parameter_count
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, reporter: Reporter | None = None, resume: bool = False):
+    def __init__(self, config: TrainConfig, reporter: Reporter | None = None, resume: bool = False, make_learner=None):
+        """``make_learner(model, tokenizer)``: another learner than the default (see ``setup``)."""
         self.config = config
+        self.make_learner = make_learner
         self.resume_from = latest_checkpoint(config.out) if resume else None
         if resume and self.resume_from is None:
             raise ValueError(f"nothing to resume: {config.out!r} has no checkpoint")
@@ -48,7 +50,7 @@ class Trainer:
         return asyncio.run(self._run())
 
     async def _run(self) -> dict:
-        run = await open_training_run(self.config, self.resume_from, self.reporter)
+        run = await open_training_run(self.config, self.resume_from, self.reporter, self.make_learner)
         try:
             return await self._train(run)
         finally:  # also on failure: a started generation service is stopped

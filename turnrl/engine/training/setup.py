@@ -65,6 +65,7 @@ class TrainingRun:
     evals: list[dict] = field(default_factory=list)  # held-out rows so far (restored on resume)
     warmup_losses: list[float] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    env_workers: object | None = None  # the EnvWorkerPool the envs live in (None: in this process)
 
     @property
     def staging_dir(self) -> Path:
@@ -92,6 +93,8 @@ class TrainingRun:
         self.metrics.close()
         await self.generator.close()
         await self.pool.close()
+        if self.env_workers is not None:
+            await self.env_workers.close()
 
 
 def check_env(config: TrainConfig):
@@ -102,7 +105,25 @@ def check_env(config: TrainConfig):
     return level
 
 
-async def open_training_run(config: TrainConfig, resume_from: Path | None, reporter: Reporter) -> TrainingRun:
+def learner_arguments(cfg: TrainConfig, tokenizer) -> tuple[tuple, dict]:
+    """The learner's arguments after the model (the same on every rank of a sharded learner)."""
+    args = (cfg.algo.learner, tokenizer.pad_token_id)
+    kwargs = dict(
+        seed=cfg.seed,
+        estimator=cfg.algo.name,
+        advantage=cfg.algo.advantage,
+        critic=cfg.algo.critic,
+        per_turn_rewards=cfg.rollout.episode.reward_mode == "sum",
+        temperature=cfg.rollout.episode.temperature or 1.0,  # greedy tokens carry T = 1 log-probs
+    )
+    return args, kwargs
+
+
+async def open_training_run(
+    config: TrainConfig, resume_from: Path | None, reporter: Reporter, make_learner=None
+) -> TrainingRun:
+    """``make_learner(model, tokenizer)``: another learner than ``Learner`` on the run's model (e.g. a sharded
+    one, whose ``update`` leaves the new weights in ``model``)."""
     start = time.perf_counter()
     cfg, run_dir = config, Path(config.out)
     spec = get_env_spec(cfg.env.family)
@@ -125,7 +146,15 @@ async def open_training_run(config: TrainConfig, resume_from: Path | None, repor
         staleness=cfg.rollout.staleness,
     )
     chat = ChatFormat(tokenizer)
-    pool = EnvPool(lambda: spec.factory(**cfg.env.options))
+    env_workers = None
+    if cfg.env.workers is not None:
+        from turnrl.envs.zmq.pool import EnvWorkerPool
+
+        env_workers = await EnvWorkerPool(cfg.env.workers).start()
+        pool = EnvPool(lambda: env_workers.env(cfg.env.family, **cfg.env.options))
+    else:
+        pool = EnvPool(lambda: spec.factory(**cfg.env.options))
+    args, kwargs = learner_arguments(cfg, tokenizer)
     eval_config = msgspec.structs.replace(
         cfg.rollout.episode, turn_cap=cfg.eval.turn_cap, temperature=cfg.eval.temperature
     )
@@ -136,19 +165,10 @@ async def open_training_run(config: TrainConfig, resume_from: Path | None, repor
         tokenizer=tokenizer,
         chat=chat,
         generator=generator,
-        learner=Learner(
-            model,
-            cfg.algo.learner,
-            tokenizer.pad_token_id,
-            seed=cfg.seed,
-            estimator=cfg.algo.name,
-            advantage=cfg.algo.advantage,
-            critic=cfg.algo.critic,
-            per_turn_rewards=cfg.rollout.episode.reward_mode == "sum",
-            temperature=cfg.rollout.episode.temperature or 1.0,  # greedy tokens carry T = 1 log-probs
-        ),
+        learner=make_learner(model, tokenizer) if make_learner else Learner(model, *args, **kwargs),
         schedule=TurnCapSchedule(cfg.curriculum, cfg.env.family, cfg.rollout.episode.turn_cap),
         pool=pool,
+        env_workers=env_workers,
         sampler=TaskSampler(
             cfg.env.family, spec.splits.train, cfg.rollout.prompts_per_step, cfg.rollout.group_size, cfg.seed
         ),

@@ -1,13 +1,18 @@
 """Envs in EnvWorker processes, seen by episodes as ordinary ``Env`` objects.
 
 ``EnvWorkerPool`` binds one ROUTER socket (``ipc://``), starts N worker processes (DEALERs, see
-``worker.py``) and places each new env on the least-loaded live worker; ``WorkerEnv`` is the
-adapter that implements ``Env`` by calls to its worker.
+``worker.py``), connects the same socket to every remote worker (``tcp://HOST:PORT``, started by
+``turnrl env-worker --bind``, on any machine) and places each new env on the least-loaded live
+worker; ``WorkerEnv`` is the adapter that implements ``Env`` by calls to its worker.
 
 Invariants:
 - a worker that exits or misses heartbeats for ``heartbeat_timeout_s`` is killed and restarted under
   a new identity; every call in flight on it fails with ``EnvWorkerLost`` (so its episodes end with
   ``env_error``), and no other worker's calls are touched;
+- a remote worker cannot be restarted by the pool (it did not start it): when it misses heartbeats,
+  every call in flight on it fails with ``EnvWorkerLost`` exactly as above, the connection is dropped
+  and made again under a new name (counted in ``reconnects``), and the worker serves again as soon as
+  something listens at its address; until then new envs go to the other workers;
 - an env whose worker was replaced fails its next ``step``, but a ``reset`` re-creates it on a live
   worker, so a pooled env survives a restart between episodes;
 - frames are msgspec msgpack both ways; a frame from a worker that does not decode is counted in
@@ -38,8 +43,10 @@ from turnrl.protocol import EnvCall, EnvReply, EnvResult, WorkerHeartbeat, Worke
 
 
 class _Worker:
-    def __init__(self, index: int):
+    def __init__(self, index: int, address: str | None = None):
         self.index = index
+        self.address = address  # a remote worker's tcp:// address (None: a process this pool starts)
+        self.heartbeat_pid: int | None = None
         self.generation = -1
         self.identity = b""
         self.process: subprocess.Popen | None = None
@@ -49,6 +56,14 @@ class _Worker:
         self.envs = 0
         self.replies = 0
         self.heartbeats = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else self.heartbeat_pid
+
+    def describe(self) -> str:
+        where = f"at {self.address}" if self.address else f"(pid {self.pid})"
+        return f"env worker {self.index} {where}"
 
 
 class EnvWorkerPool:
@@ -65,18 +80,23 @@ class EnvWorkerPool:
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.bind(self.endpoint)
         self.workers = [_Worker(i) for i in range(config.workers)]
+        self.workers += [_Worker(config.workers + i, address) for i, address in enumerate(config.remote)]
         self._by_identity: dict[bytes, _Worker] = {}
         self._call_ids = itertools.count()
         self._env_ids = itertools.count()
         self._tasks: list[asyncio.Task] = []
         self.restarts = 0
+        self.reconnects = 0
         self.bad_frames = 0
         self.errors: list[str] = []  # error replies that answered no call (bad frames we sent)
 
     # ---- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> EnvWorkerPool:
         for worker in self.workers:
-            self._spawn(worker)
+            if worker.address is None:
+                self._spawn(worker)
+            else:
+                self._connect(worker)
         self._tasks = [asyncio.create_task(self._receive()), asyncio.create_task(self._monitor())]
         async with asyncio.timeout(self.config.start_timeout_s):
             await asyncio.gather(*(w.ready.wait() for w in self.workers))
@@ -116,16 +136,32 @@ class EnvWorkerPool:
             cmd += ["--plugin", plugin]
         return cmd
 
+    def _connect(self, worker: _Worker) -> None:
+        worker.generation += 1
+        worker.identity = f"r{worker.index}.{worker.generation}".encode()
+        worker.ready = asyncio.Event()
+        worker.last_seen = self.clock()
+        worker.envs = 0
+        self._by_identity[worker.identity] = worker
+        self._sock.setsockopt(zmq.CONNECT_ROUTING_ID, worker.identity)
+        self._sock.connect(worker.address)
+
     def _restart(self, worker: _Worker, why: str) -> None:
-        lost = EnvWorkerLost(f"env worker {worker.index} (pid {worker.process.pid}) {why}")
+        lost = EnvWorkerLost(f"{worker.describe()} {why}")
         pending, worker.pending = worker.pending, {}
         for future in pending.values():
             if not future.done():
                 future.set_exception(lost)
+        del self._by_identity[worker.identity]
+        if worker.address is not None:  # not ours to restart: drop the connection and make it again
+            with contextlib.suppress(zmq.ZMQError):
+                self._sock.disconnect(worker.address)
+            self.reconnects += 1
+            self._connect(worker)
+            return
         with contextlib.suppress(ProcessLookupError):
             worker.process.kill()
         worker.process.wait()
-        del self._by_identity[worker.identity]
         self.restarts += 1
         self._spawn(worker)
 
@@ -134,7 +170,7 @@ class EnvWorkerPool:
             await asyncio.sleep(self.config.heartbeat_s)
             now = self.clock()
             for worker in self.workers:
-                code = worker.process.poll()
+                code = worker.process.poll() if worker.process is not None else None
                 if code is not None:
                     self._restart(worker, f"exited with code {code}")
                 elif now - worker.last_seen > self.config.heartbeat_timeout_s:
@@ -156,6 +192,7 @@ class EnvWorkerPool:
                 continue
             worker.last_seen = self.clock()
             if isinstance(message, WorkerHeartbeat):
+                worker.heartbeat_pid = message.pid
                 worker.heartbeats += 1
                 worker.ready.set()
                 continue
@@ -217,7 +254,7 @@ class EnvWorkerPool:
             await self._sock.send_multipart([worker.identity, encode(call)])
         except zmq.ZMQError as exc:
             worker.pending.pop(call.call_id, None)
-            raise EnvWorkerLost(f"env worker {worker.index} unreachable: {exc}") from None
+            raise EnvWorkerLost(f"{worker.describe()} unreachable: {exc}") from None
         try:
             reply = await future
         finally:
@@ -229,8 +266,8 @@ class EnvWorkerPool:
     def env(self, family: str, **options) -> WorkerEnv:
         return WorkerEnv(self, family, options)
 
-    def pids(self) -> list[int]:
-        return [w.process.pid for w in self.workers]
+    def pids(self) -> list[int | None]:
+        return [w.pid for w in self.workers]
 
 
 class WorkerEnv(Env):
@@ -287,7 +324,7 @@ class WorkerEnv(Env):
 
     @property
     def pid(self) -> int | None:
-        return self.worker.process.pid if self._alive() else None
+        return self.worker.pid if self._alive() else None
 
 
 __all__ = ["EnvWorkerPool", "WorkerEnv"]

@@ -36,29 +36,43 @@ def _root() -> None:
 
 @app.command("serve-env")
 def serve_env(
-    family: str = typer.Argument(..., help="Environment family to serve (babyai, textcraft, sciworld)."),
+    family: str = typer.Argument(..., help="Environment family to serve (babyai, textcraft, sciworld, search, web)."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (loopback unless told otherwise)."),
     port: int = typer.Option(8000, help="TCP port."),
-    max_envs: int = typer.Option(64, help="Most live envs at once; /create beyond it answers 429."),
-    idle_timeout: float = typer.Option(600.0, help="Seconds after which an unused env is closed."),
+    max_envs: int = typer.Option(256, help="Most live envs at once; /create beyond it answers 429."),
+    idle_timeout: float = typer.Option(
+        3600.0, help="Seconds after which an unused env is closed (longer than AgentGym-RL's 2400 s client timeout)."
+    ),
+    dialect: str | None = typer.Option(
+        None,
+        help="AgentGym dialect to speak (default: the family's own; agentgym, babyai, textcraft, sciworld, "
+        "searchqa, webarena).",
+    ),
+    measure_memory: bool = typer.Option(True, help="Build two envs at start and print the memory one env costs."),
 ) -> None:
-    """Serve one env family over AgentGym's HTTP protocol (/create, /reset, /step, /observation, /close)."""
+    """Serve one env family over AgentGym's HTTP protocol (/create, /reset, /step, /observation, /close), in that
+    family's AgentGym dialect."""
+    from turnrl.envs.http.capacity import measure_env_memory
     from turnrl.envs.http.server import build_app
 
     try:
         if not 0 < port < 65536:
             raise ValueError(f"--port must be in [1, 65535], got {port}")
-        app_ = build_app(family, max_envs=max_envs, idle_timeout_s=idle_timeout)
+        app_ = build_app(family, max_envs=max_envs, idle_timeout_s=idle_timeout, dialect=dialect)
     except ValueError as exc:
         _fail(str(exc))
 
     import uvicorn
 
     print(
-        f"turnrl: serving {family} on http://{host}:{port} (max {max_envs} envs, idle timeout {idle_timeout:g} s)",
+        f"turnrl: serving {family} on http://{host}:{port} in the {app_.state.dialect.name} dialect "
+        f"(max {max_envs} envs, idle timeout {idle_timeout:g} s)",
         file=sys.stderr,
         flush=True,
     )
+    if measure_memory:
+        memory = measure_env_memory(app_.state.pool.factory)
+        print(f"turnrl: {memory.line(max_envs)}", file=sys.stderr, flush=True)
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 

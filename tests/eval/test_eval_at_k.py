@@ -125,7 +125,8 @@ def test_run_directory_uses_latest_checkpoint_and_its_decoding(tmp_path, checkpo
     [
         ({"k": 0}, "-k must be >= 1"),
         ({"k": 3, "n": 2}, "-n must be >= k=3"),
-        ({"split": "valid"}, "--split must be"),
+        ({"split": "valid"}, "unknown split 'valid'"),
+        ({"split": ""}, "--split must name a split"),
         ({"decoding": "beam"}, "--decoding must be"),
         ({"tasks": 0}, "--tasks must be >= 1"),
         ({"turn_cap": 0}, "--turn-cap must be >= 1"),

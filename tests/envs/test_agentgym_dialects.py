@@ -5,6 +5,7 @@ by the family's scripted player on a local twin; and the dialect's 4xx errors.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 from tests.envs.agentgym_clients import IdClient, SearchQAClient, WebArenaClient
 from turnrl.envs.babyai import BabyAIEnv
 from turnrl.envs.babyai.oracle import BabyAIOracle
+from turnrl.envs.http.client import HttpEnv
 from turnrl.envs.http.dialects import DIALECTS, FAMILY_DIALECTS, dialect_for, get_dialect
 from turnrl.envs.http.launch import free_port, running_server
 from turnrl.envs.search import SearchEnv
@@ -114,6 +116,19 @@ def test_searchqa_client_gets_a_bare_id_and_answers_right():
         assert httpx.get(f"{base}/observation", params={"id": 0}).status_code == 422
         unknown = httpx.post(f"{base}/step", json={"env_idx": 424242, "action": "<answer>a</answer>"})
         assert unknown.status_code == 404 and "424242" in unknown.json()["error"]
+        # turnrl's own remote env speaks the same dialect as a client
+        assert asyncio.run(_remote_search_episode(base, local)) == (local.reset_sync(9), True, 1.0)
+
+
+async def _remote_search_episode(base: str, local: SearchEnv) -> tuple[str, bool, float]:
+    remote = HttpEnv(base, protocol="searchqa", family="search")
+    try:
+        first = await remote.reset(9)
+        local.reset_sync(9)
+        answered = await remote.step(f"<answer>{local.question.answers[0]}</answer>")
+        return first, answered.done, answered.reward
+    finally:
+        await remote.close()
 
 
 def test_webarena_client_reads_terminated():
@@ -126,6 +141,7 @@ def test_webarena_client_reads_terminated():
         client = WebArenaClient(base)
         first = client.reset(0)
         assert set(first) >= {"observation", "sites", "object"} and "OBJECTIVE" in first["observation"]
+        assert first["sites"] == builtin_tasks()[0]["sites"] and first["object"] == builtin_tasks()[0]["intent"]
         assert client.observe() == first["observation"]
         assert client.step("click [1]").state.startswith("Cannot parse")  # no backticks: never sent
         tree = first["observation"]

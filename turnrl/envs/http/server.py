@@ -84,7 +84,8 @@ def _reset(family: str, d: Dialect, item: int, slot: Slot) -> Any:
     if d.reset_answer == "text":
         return text
     if d.reset_answer == "webarena":
-        return {"observation": text, "sites": list(getattr(slot.env, "sites", [])), "object": ""}
+        task = getattr(slot.env, "task", None) or {}
+        return {"observation": text, "sites": list(task.get("sites", [])), "object": task.get("intent", "")}
     payload: dict[str, Any] = {"observation": text, "reward": 0.0, "score": 0, "done": False, "deleted": False}
     if family == "sciworld":
         env = slot.env

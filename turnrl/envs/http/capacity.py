@@ -3,7 +3,8 @@
 Invariant: ``measure_env_memory`` builds two envs with the server's own factory and resets each on one
 item; the first pays the process's one-time costs (imports, recipe book, search index, browser), the second
 is what each further env adds: the Python heap it holds (``tracemalloc``, numpy arrays included) plus the
-growth of the resident set of this process's children (SciWorld's JVMs, Chromium). Both envs are closed
+growth of the memory of this process's children (SciWorld's JVMs, Chromium; proportional set size, so
+pages they share count once). Both envs are closed
 before it returns, also on failure. It is a measurement, not a limit: ``--max-envs`` times it is what a full
 server holds.
 """
@@ -35,12 +36,14 @@ class EnvMemory(msgspec.Struct, frozen=True):
 
 
 def tree_rss_bytes(pid: int | None = None, children_only: bool = False) -> int:
-    """Resident memory of a process and all its descendants (or of the descendants alone)."""
+    """Memory of a process and all its descendants (or of the descendants alone): the proportional set size
+    where the system reports it (pages shared between processes, e.g. Chromium's, counted once overall),
+    else the resident set."""
     root = psutil.Process(pid or os.getpid())
     total = 0
     for process in [*([] if children_only else [root]), *root.children(recursive=True)]:
         with contextlib.suppress(psutil.Error):
-            total += process.memory_info().rss
+            total += getattr(process.memory_full_info(), "pss", None) or process.memory_info().rss
     return total
 
 

@@ -17,7 +17,7 @@ NUM_ITEMS = 544
 DEEPEST_NUM_ITEMS = 419
 _TEST = tuple(i * NUM_ITEMS // 100 for i in range(100))
 SPLITS = TaskSplits(
-    train=tuple(i for i in range(NUM_ITEMS) if i not in set(_TEST)),
+    train=tuple(sorted(set(range(NUM_ITEMS)) - set(_TEST))),
     test=_TEST,
     named={"agentgym": _TEST},
 )

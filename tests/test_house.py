@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("turnrl.engine.eval",),
     ("turnrl.engine.training",),
     ("turnrl.engine.distributed",),
-    ("turnrl.rollout_engine", "turnrl.recipes", "turnrl.viewer", "turnrl.cli_progress"),
+    ("turnrl.rollout_engine", "turnrl.recipes", "turnrl.viewer", "turnrl.cli_progress", "turnrl.agentgym_eval"),
     ("turnrl.cli",),
     ("turnrl",),  # the package's own __init__ (lazy re-exports)
 ]

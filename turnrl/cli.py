@@ -36,29 +36,43 @@ def _root() -> None:
 
 @app.command("serve-env")
 def serve_env(
-    family: str = typer.Argument(..., help="Environment family to serve (babyai, textcraft, sciworld)."),
+    family: str = typer.Argument(..., help="Environment family to serve (babyai, textcraft, sciworld, search, web)."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (loopback unless told otherwise)."),
     port: int = typer.Option(8000, help="TCP port."),
-    max_envs: int = typer.Option(64, help="Most live envs at once; /create beyond it answers 429."),
-    idle_timeout: float = typer.Option(600.0, help="Seconds after which an unused env is closed."),
+    max_envs: int = typer.Option(256, help="Most live envs at once; /create beyond it answers 429."),
+    idle_timeout: float = typer.Option(
+        3600.0, help="Seconds after which an unused env is closed (longer than AgentGym-RL's 2400 s client timeout)."
+    ),
+    dialect: str | None = typer.Option(
+        None,
+        help="AgentGym dialect to speak (default: the family's own; agentgym, babyai, textcraft, sciworld, "
+        "searchqa, webarena).",
+    ),
+    measure_memory: bool = typer.Option(True, help="Build two envs at start and print the memory one env costs."),
 ) -> None:
-    """Serve one env family over AgentGym's HTTP protocol (/create, /reset, /step, /observation, /close)."""
+    """Serve one env family over AgentGym's HTTP protocol (/create, /reset, /step, /observation, /close), in that
+    family's AgentGym dialect."""
+    from turnrl.envs.http.capacity import measure_env_memory
     from turnrl.envs.http.server import build_app
 
     try:
         if not 0 < port < 65536:
             raise ValueError(f"--port must be in [1, 65535], got {port}")
-        app_ = build_app(family, max_envs=max_envs, idle_timeout_s=idle_timeout)
+        app_ = build_app(family, max_envs=max_envs, idle_timeout_s=idle_timeout, dialect=dialect)
     except ValueError as exc:
         _fail(str(exc))
 
     import uvicorn
 
     print(
-        f"turnrl: serving {family} on http://{host}:{port} (max {max_envs} envs, idle timeout {idle_timeout:g} s)",
+        f"turnrl: serving {family} on http://{host}:{port} in the {app_.state.dialect.name} dialect "
+        f"(max {max_envs} envs, idle timeout {idle_timeout:g} s)",
         file=sys.stderr,
         flush=True,
     )
+    if measure_memory:
+        memory = measure_env_memory(app_.state.pool.factory)
+        print(f"turnrl: {memory.line(max_envs)}", file=sys.stderr, flush=True)
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
@@ -232,9 +246,17 @@ def train(
 
 @app.command("eval")
 def eval_(
-    model: str = typer.Option(..., help="A model directory, or a run directory (its latest checkpoint)."),
-    env: str = typer.Option("babyai", help="Environment family."),
-    split: str = typer.Option("test", help="Task split: test or train."),
+    model: str | None = typer.Option(
+        None,
+        help="A model directory, or a run directory (its latest checkpoint); with --split agentgym it may be "
+        "left out (each family's embedded default model, built from its own text).",
+    ),
+    env: str | None = typer.Option(
+        None, help="Environment family (default babyai; with --split agentgym: every family, or a comma list)."
+    ),
+    split: str = typer.Option(
+        "test", help="Task split: test, train, or agentgym (the AgentGym-RL paper's evaluation sets, every family)."
+    ),
     k: int = typer.Option(1, "-k", help="Avg@k / Pass@k."),
     n: int | None = typer.Option(None, "-n", help="Sampled episodes per task, n >= k (default: k)."),
     tasks: int | None = typer.Option(None, help="Evaluate the first N tasks of the split (default: all)."),
@@ -249,22 +271,36 @@ def eval_(
     ),
     seed: int = typer.Option(0, help="Sampling seed."),
     device: str = typer.Option("auto", help="auto (cuda when available), cpu or cuda."),
+    warmup_episodes: int = typer.Option(
+        32, help="With --split agentgym and no --model: random-action episodes of each embedded model's warm-up."
+    ),
     json_path: str | None = typer.Option(None, "--json", help="Write the report (with every episode) as JSON."),
     markdown: str | None = typer.Option(None, help="Write the markdown table here (default: beside --json)."),
 ) -> None:
-    """Evaluate a model: k sampled episodes per task, Avg@k and Pass@k per task category and overall."""
+    """Evaluate a model: k sampled episodes per task, Avg@k and Pass@k per task category and overall; with
+    --split agentgym, every family on the paper's evaluation sets beside the paper's figures."""
     import json
 
     from turnrl.config.eval import EvalAtKConfig
-    from turnrl.engine.eval.at_k import evaluate_at_k, plan_eval
-    from turnrl.engine.eval.pass_at_k import markdown_table
     from turnrl.envs import get_env_spec
 
     try:
-        get_env_spec(env)
+        if split == "agentgym":
+            from turnrl.engine.eval.paper import PAPER
+
+            families = list(PAPER) if env is None else [f.strip() for f in env.split(",") if f.strip()]
+            for family in families:
+                get_env_spec(family)
+                if family not in PAPER:
+                    raise ValueError(f"{family!r} has no AgentGym evaluation set; choose from: {', '.join(PAPER)}")
+            if warmup_episodes < 1:
+                raise ValueError(f"--warmup-episodes must be >= 1, got {warmup_episodes}")
+        elif model is None:
+            raise ValueError("--model is required (it may be left out only with --split agentgym)")
+        env = env or "babyai"
         cfg = EvalAtKConfig(
-            model=model,
-            env=env,
+            model=model or "",
+            env=env if split != "agentgym" else families[0],
             split=split,
             k=k,
             n=n,
@@ -276,25 +312,61 @@ def eval_(
             options={"level": level} if level is not None else {},
             device=device,
         )
-        plan = plan_eval(cfg)
+        if split != "agentgym":
+            get_env_spec(env)
+            from turnrl.engine.eval.at_k import plan_eval
+
+            plan = plan_eval(cfg)
+        elif model is not None:
+            from turnrl.engine.eval.at_k import resolve_model
+
+            resolve_model(model)
     except ValueError as exc:
         _fail(str(exc))
 
-    report = evaluate_at_k(plan)
+    if split == "agentgym":
+        text, report = _eval_agentgym(cfg, families, warmup_episodes, json_path)
+    else:
+        from turnrl.engine.eval.at_k import evaluate_at_k
+        from turnrl.engine.eval.pass_at_k import markdown_table
 
-    table = markdown_table(report["table"], report["k"])
-    header = (
-        f"{report['env']} {report['split']}: {report['tasks']} tasks x {report['n']} samples, "
-        f"T={report['temperature']:g}, turn cap {report['turn_cap']}, {report['decoding']}\n\n"
-    )
-    print(header + table, end="")
+        report = evaluate_at_k(plan)
+        table = markdown_table(report["table"], report["k"])
+        header = (
+            f"{report['env']} {report['split']}: {report['tasks']} tasks x {report['n']} samples, "
+            f"T={report['temperature']:g}, turn cap {report['turn_cap']}, {report['decoding']}\n\n"
+        )
+        text = header + table
+    print(text, end="")
     if json_path is not None:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(report, indent=2, sort_keys=True))
         markdown = markdown or str(Path(json_path).with_suffix(".md"))
     if markdown is not None:
         Path(markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(markdown).write_text(header + table)
+        Path(markdown).write_text(text)
+
+
+def _eval_agentgym(cfg, families: list[str], warmup_episodes: int, json_path: str | None) -> tuple[str, dict]:
+    """Every family on its agentgym split; (the table with its header, the per-family reports)."""
+    import tempfile
+
+    from turnrl.agentgym_eval import run_agentgym_eval
+    from turnrl.engine.eval.paper import paper_table
+
+    def announce(family: str) -> None:
+        print(f"turnrl: evaluating {family} on its agentgym split", file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="turnrl-agentgym-") as scratch:
+        workdir = Path(json_path).with_suffix("") if json_path else Path(scratch)
+        reports = run_agentgym_eval(cfg, families, workdir, warmup_episodes, on_family=announce)
+    model = cfg.model or f"the embedded default model of each family ({warmup_episodes} warm-up episodes)"
+    header = (
+        f"agentgym evaluation sets: {model}; {cfg.samples} samples per task, k={cfg.k}, T={cfg.temperature:g}"
+        + (f", first {cfg.tasks} tasks per family" if cfg.tasks else "")
+        + "\n\n"
+    )
+    return header + paper_table(reports), reports
 
 
 @app.command()

@@ -55,7 +55,7 @@ def test_overrides_reach_nested_structs(tmp_path):
         ],
     )
     assert config.algo.learner.clip_high == 0.31 and config.rollout.episode.turn_cap == 9
-    assert config.env.options == {"level": "GoToObj"} and config.curriculum.caps == (2, 4)
+    assert config.env.options == {"level": "GoToObj", "layout": "turnrl"} and config.curriculum.caps == (2, 4)
     assert config.algo.name == "rloo" and config.steps == 6  # the later override wins
     assert config.algo.learner.lr == demo_config("babyai").algo.learner.lr  # untouched keys keep the file's
     assert parse_override("a.b = true") == (["a", "b"], True)

@@ -5,6 +5,7 @@ The rules every family keeps (determinism, splits, bad replies, close) are pinne
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -36,8 +37,28 @@ SEED_3_TEXT = (
 )
 
 
-def test_fixed_seed_text():
+def test_fixed_seed_text_in_agentgym_layout():
+    """AgentGym's layout: the goal first, the description, the actions as a JSON-style list; later turns
+    drop the goal line and say " The task is completed." after the description on success."""
     env = BabyAIEnv("GoToLocal")
+    description, actions, goal = SEED_3_TEXT.splitlines()
+    listed = [a.strip() for a in actions.removeprefix("Available actions: ").split(",")]
+    first = env.reset_sync(3)
+    assert first == f"{goal}\n{description}\nAvailable actions: {json.dumps(listed)}"
+    assert json.loads(first.splitlines()[2].removeprefix("Available actions: ")) == env.valid_actions_sync()
+    turned = env.step_sync("Action: turn left").observation.splitlines()
+    assert (
+        len(turned) == 2 and turned[0].startswith("In front of you") and turned[1].startswith('Available actions: ["')
+    )
+    env.reset_sync(3)
+    won = env.step_sync("Action: go to red key 1")
+    assert won.done and won.info["success"] and "\n The task is completed.\nAvailable actions: [" in won.observation
+    with pytest.raises(ValueError, match="layout"):
+        BabyAIEnv("GoToLocal", layout="html")
+
+
+def test_fixed_seed_text():
+    env = BabyAIEnv("GoToLocal", layout="turnrl")
     assert env.reset_sync(3) == SEED_3_TEXT
     # the same layout after a turn, with the world changed
     result = env.step_sync("Action: turn left")
@@ -76,7 +97,7 @@ def _check_positions(env, text) -> int:
 
 
 def test_go_to_action_reaches_the_object_and_succeeds():
-    env = BabyAIEnv("GoToLocal")
+    env = BabyAIEnv("GoToLocal", layout="turnrl")
     env.reset_sync(3)
     result = env.step_sync("Action: go to red key 1")
     assert result.done and result.reward > 0 and result.info["success"]

@@ -34,7 +34,7 @@ def test_every_level_resets_with_actions_and_goal(capfd):
         assert result_level == level and seed == item // 40
         actions = env.valid_actions_sync()
         assert {"turn left", "turn right"} <= set(actions)
-        assert text.splitlines()[-1] == f"Your goal: {env.mission}"
+        assert text.splitlines()[0] == f"Your goal: {env.mission}"
         for action in actions:
             assert action in text
     env.close_sync()

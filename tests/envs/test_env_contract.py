@@ -407,16 +407,7 @@ def check_id(check) -> str:
     return check.__name__.removeprefix("check_")
 
 
-SCIWORLD_NOT_DETERMINISTIC = (
-    "SciWorld item 1 (boil, variation 1): the order of the room's objects in the first observation changes "
-    "from one reset to the next, and valid_actions_sync() names the wood cups of paint differently each call"
-)
-KNOWN_BREAKS = {  # (family, check): why the family breaks that rule today
-    ("sciworld", "reset_is_deterministic"): SCIWORLD_NOT_DETERMINISTIC,
-    ("sciworld", "same_in_another_process"): SCIWORLD_NOT_DETERMINISTIC,
-    ("sciworld", "valid_actions"): SCIWORLD_NOT_DETERMINISTIC,
-    ("sciworld", "blocking_env_sync_matches_async"): SCIWORLD_NOT_DETERMINISTIC,
-}
+KNOWN_BREAKS: dict[tuple[str, str], str] = {}  # (family, check): why the family breaks that rule today
 
 
 def family_check(family: str, check):

@@ -35,7 +35,8 @@ def test_agentgym_round_trip_matches_the_local_env(babyai_server):
     answer = _post(base, "reset", {"id": env_id, "data_idx": item}).json()
     assert answer["observation"] == local.reset_sync(item)
     assert answer["reward"] == 0 and answer["done"] is False
-    assert httpx.get(f"{base}/observation", params={"id": env_id}).json() == answer["observation"]
+    observed = httpx.get(f"{base}/observation", params={"id": env_id}).json()  # BabyAI's: the state as an object
+    assert observed["observation"] == answer["observation"] and observed["done"] is False
     oracle = BabyAIOracle(local)
     for _ in range(200):
         action = oracle.next_action()
@@ -68,13 +69,13 @@ def test_errors_are_json_with_4xx(babyai_server):
     assert early.status_code == 409
     good = {"reset": {"id": env_id, "data_idx": 3}, "step": {"id": env_id, "action": "turn left"}}
     for route, fields in [("reset", good["reset"]), ("step", good["step"]), ("close", {"id": env_id})]:
-        for body, kind, field in [
-            ({**fields, "surprise": 1}, "extra_forbidden", "surprise"),  # an unknown field
-            ({k: v for k, v in fields.items() if k != "id"}, "missing", "id"),  # a missing one
+        for body, named in [
+            ({**fields, "surprise": 1}, "unknown field `surprise`"),  # an unknown field
+            ({k: v for k, v in fields.items() if k != "id"}, "missing required field `id`"),  # a missing one
         ]:
             bad = _post(base, route, body)
             assert bad.status_code == 422 and bad.json()["error"] == "malformed request", (route, body)
-            assert [(d["type"], d["loc"]) for d in bad.json()["detail"]] == [(kind, ["body", field])], (route, body)
+            assert named in bad.json()["detail"], (route, body)
     # nothing was changed by the refused calls: the env still serves, as it would have
     assert _post(base, "reset", good["reset"]).json()["observation"] == BabyAIEnv(level="all").reset_sync(3)
     assert _post(base, "step", good["step"]).status_code == 200
@@ -123,8 +124,10 @@ def test_textcraft_over_http_and_bad_item(tmp_path):
         assert answer["observation"] == TextCraftEnv().reset_sync(12)
         step = _post(base, "step", {"id": env_id, "action": "Thought: look.\nAction: inventory"}).json()
         assert step["observation"].startswith("Inventory:") and step["valid"]
-        too_big = _post(base, "reset", {"id": env_id, "data_idx": 10**6})
-        assert too_big.status_code == 400 and "item_id" in too_big.json()["error"]
+        negative = _post(base, "reset", {"id": env_id, "data_idx": -1})
+        assert negative.status_code == 400 and "data_idx" in negative.json()["error"]
+        wrapped = _post(base, "reset", {"id": env_id, "data_idx": 12 + 544})  # AgentGym's: ids modulo 544
+        assert wrapped.json()["observation"] == answer["observation"]
 
 
 def test_create_close_cycles_leave_memory_flat(babyai_server):

@@ -1,7 +1,8 @@
 """SciWorld: AgentGym's task list against the simulator, the gold path, bad settings, the bounded JVM, HTTP.
 
-The rules every family keeps are pinned in test_env_contract.py; SciWorld breaks its determinism rule on some
-items today (see KNOWN_BREAKS there), so the cross-process test below still pins the items that keep it.
+The rules every family keeps are pinned in test_env_contract.py; here, besides, one item's gold path, listed
+actions and outcome must not depend on what the simulator loaded before (item 2936 once needed "focus on
+butterfly" on its first load and another animal on its second).
 """
 
 from __future__ import annotations
@@ -104,3 +105,29 @@ def test_same_item_same_first_observation_across_processes(env):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     local = [env.reset_sync(i) for i in reversed(items)][::-1]
     assert json.loads(out) == local and len(set(local)) == len(local)
+
+
+def _play_gold(env: SciWorldEnv, item: int) -> tuple:
+    first = env.reset_sync(item)
+    actions = env.valid_actions_sync()
+    gold = env.gold_actions()
+    for action in gold:
+        result = env.step_sync(f"Action: {action}")
+        if result.done:
+            break
+    return first, actions, gold, result.info["score"], result.done
+
+
+def test_item_outcome_does_not_depend_on_what_was_loaded_before(env):
+    items = [2936, 1, 4000]
+    fresh = SciWorldEnv(heap_mb=256, gold_path=True)
+    try:
+        first_order = {i: _play_gold(fresh, i) for i in items}
+    finally:
+        fresh.close_sync()
+    for warm_up in (3500, 2937, 2936):  # other items first, and the same item twice
+        env.reset_sync(warm_up)
+    second_order = {i: _play_gold(env, i) for i in reversed(items)}
+    assert second_order == first_order
+    assert first_order[2936][3] == 100 and first_order[2936][4]  # the gold path still solves it
+    assert len({outcome[2][-1] for outcome in first_order.values()}) == len(items)

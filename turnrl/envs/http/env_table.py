@@ -19,6 +19,11 @@ from dataclasses import dataclass, field
 from turnrl.envs.base import BlockingEnv
 from turnrl.errors import EnvTableFull, UnknownEnv
 
+# AgentGym-RL's published configs open up to 32 x 8 = 256 clients per server at once.
+DEFAULT_MAX_ENVS = 256
+# longer than AgentGym-RL's client timeout (2400 s), so no env is reaped under a client that still waits
+DEFAULT_IDLE_TIMEOUT_S = 3600.0
+
 
 @dataclass
 class Slot:
@@ -26,12 +31,19 @@ class Slot:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_used: float = field(default_factory=time.monotonic)
     observation: str = ""
+    reward: float = 0.0
+    score: float = 0.0
     done: bool = False
     started: bool = False
 
 
 class EnvTable:
-    def __init__(self, factory: Callable[[], BlockingEnv], max_envs: int = 64, idle_timeout_s: float = 600.0):
+    def __init__(
+        self,
+        factory: Callable[[], BlockingEnv],
+        max_envs: int = DEFAULT_MAX_ENVS,
+        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+    ):
         if max_envs < 1:
             raise ValueError(f"max_envs must be >= 1, got {max_envs}")
         if idle_timeout_s <= 0:

@@ -1,20 +1,19 @@
-"""An AgentGym-compatible HTTP server for one env family.
+"""An AgentGym-compatible HTTP server for one env family, in that family's AgentGym dialect.
 
-Routes and field names are AgentGym's for BabyAI, TextCraft and SciWorld:
-``POST /create`` -> ``{"id": n}``; ``POST /reset {"id", "data_idx"}``;
-``POST /step {"id", "action"}`` -> ``{"observation", "reward", "score", "done"}``
-(plus ``valid`` and ``success``); ``GET /observation?id=n`` -> the last
-observation; ``POST /close {"id"}``; ``GET /`` and ``GET /health``. The action
-may be the bare command (AgentGym's clients strip "Action:") or the full reply.
-SciWorld's reset answers as AgentGym's does (``task_description`` and the "look
-around" ``observation`` apart, ``task_name``, ``var_num``); BabyAI items map to
-AgentGym's 40 levels.
+Routes are AgentGym's: ``POST /create``, ``POST /reset``, ``POST /step``, ``GET /observation``,
+``POST /close``, plus ``GET /``, ``GET /health`` and ``GET /valid_actions``. Field names and answer shapes
+follow the family's dialect (``dialects.py``: ``id``/``data_idx`` for BabyAI, TextCraft and SciWorld,
+``env_idx`` for SearchQA and WebArena, SearchQA's bare-integer create, WebArena's ``terminated``), chosen
+from the family unless told otherwise. Every step answer also carries ``score``, ``valid`` and
+``success``. For the ``id`` families the action may be the bare command (AgentGym's clients strip
+"Action:") or the full reply; the ``env_idx`` families get the model's whole reply, as AgentGym sends it.
+SciWorld's reset answers as AgentGym's does (``task_description`` and the "look around" ``observation``
+apart, ``task_name``, ``var_num``).
 
-Invariant, unlike the originals: every error is an HTTP 4xx/5xx with a JSON body
-``{"error": ...}`` (unknown id 404, malformed body 422 -- a missing, mistyped or unknown field, named in
-``detail`` --, bad item id 400, step after done 409, too many live envs 429, env failure 500); live envs are capped
-and idle ones reaped (``EnvTable``); env work runs in worker threads; the server
-binds to 127.0.0.1 unless told otherwise.
+Invariant, unlike the originals: every error is an HTTP 4xx/5xx with a JSON body ``{"error": ...}``
+(unknown id 404, malformed body 422 -- a missing, mistyped or unknown field, named --, bad item id or task
+400, step after done 409, too many live envs 429, env failure 500); live envs are capped and idle ones reaped
+(``EnvTable``); env work runs in worker threads; the server binds to 127.0.0.1 unless told otherwise.
 """
 
 from __future__ import annotations
@@ -24,12 +23,12 @@ import contextlib
 import functools
 from typing import Any
 
+import msgspec
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
 
-from turnrl.envs.http.env_table import EnvTable, Slot
+from turnrl.envs.http.dialects import Dialect, dialect_for, get_dialect
+from turnrl.envs.http.env_table import DEFAULT_IDLE_TIMEOUT_S, DEFAULT_MAX_ENVS, EnvTable, Slot
 from turnrl.envs.registry import get_env_spec
 from turnrl.errors import EnvTableFull, UnknownEnv
 
@@ -37,36 +36,59 @@ from turnrl.errors import EnvTableFull, UnknownEnv
 SERVER_ENV_OPTIONS: dict[str, dict[str, Any]] = {"babyai": {"level": "all"}}
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # an unknown field is an error (422), as on every turnrl wire
-
-
-class IdBody(_Body):
-    id: int
-
-
-class ResetBody(_Body):
-    id: int
-    data_idx: int
-
-
-class StepBody(_Body):
-    id: int
-    action: str
-
-
 class EpisodeOver(Exception):
     """A step on an env whose episode has ended (reset it first)."""
+
+
+class Malformed(Exception):
+    """A request body that does not fit the dialect (HTTP 422)."""
+
+
+class Bodies:
+    """The request bodies of one dialect, as msgspec structs with its field names."""
+
+    def __init__(self, d: Dialect) -> None:
+        create: list[tuple] = []
+        if d.create_item_field:
+            create.append((d.create_item_field, int | None, None))
+        if d.create_starts_on_own_id:
+            # AgentGym's TextCraft client also sends its data directory: accepted, and ignored (ours is shipped)
+            create += [("commands", str | None, None), ("goal", str | None, None), ("minecraft_dir", str | None, None)]
+        strict = {"forbid_unknown_fields": True}  # an unknown field is an error (422), as on every turnrl wire
+        self.create = msgspec.defstruct("CreateBody", create, **strict)
+        extra = [(name, int, 0) for name in d.reset_extra]
+        self.reset = msgspec.defstruct("ResetBody", [(d.id_field, int), (d.item_field, int), *extra], **strict)
+        self.step = msgspec.defstruct("StepBody", [(d.id_field, int), ("action", str)], **strict)
+        self.close = msgspec.defstruct("CloseBody", [(d.id_field, int)], **strict)
+
+
+async def _read(request: Request, kind: type, empty_ok: bool = False) -> Any:
+    raw = await request.body()
+    if empty_ok and not raw.strip():
+        return kind()
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise Malformed(str(exc)) from None
 
 
 def _as_reply(action: str) -> str:
     return action if "action:" in action.lower() else f"Action: {action}"
 
 
-def _reset(family: str, item: int, slot: Slot) -> dict[str, Any]:
+def _start(slot: Slot, text: str) -> None:
+    slot.observation, slot.reward, slot.score, slot.done, slot.started = text, 0.0, 0.0, False, True
+
+
+def _reset(family: str, d: Dialect, item: int, slot: Slot) -> Any:
     text = slot.env.reset_sync(item)
-    slot.observation, slot.done, slot.started = text, False, True
-    payload: dict[str, Any] = {"observation": text, "reward": 0.0, "score": 0, "done": False}
+    _start(slot, text)
+    if d.reset_answer == "text":
+        return text
+    if d.reset_answer == "webarena":
+        task = getattr(slot.env, "task", None) or {}
+        return {"observation": text, "sites": list(task.get("sites", [])), "object": task.get("intent", "")}
+    payload: dict[str, Any] = {"observation": text, "reward": 0.0, "score": 0, "done": False, "deleted": False}
     if family == "sciworld":
         env = slot.env
         payload.update(
@@ -78,30 +100,56 @@ def _reset(family: str, item: int, slot: Slot) -> dict[str, Any]:
     return payload
 
 
-def _step(action: str, slot: Slot) -> dict[str, Any]:
+def _custom_task(commands: str, goal: str, slot: Slot) -> str:
+    text = slot.env.reset_custom(commands, goal)
+    _start(slot, text)
+    return text
+
+
+def _step(d: Dialect, action: str, slot: Slot) -> dict[str, Any]:
     if not slot.started or slot.done:
         raise EpisodeOver("the episode has ended; reset this env first" if slot.started else "reset this env first")
-    result = slot.env.step_sync(_as_reply(action))
-    slot.observation, slot.done = result.observation, result.done
+    result = slot.env.step_sync(action if d.raw_action else _as_reply(action))
+    score = result.info.get("score", 0)
+    slot.observation, slot.reward, slot.score, slot.done = result.observation, result.reward, score, result.done
+    answer: dict[str, Any] = {"observation": result.observation, "reward": result.reward, "score": score}
+    answer[d.done_field] = result.done
+    if d.done_field == "terminated":
+        answer["truncated"] = False
+    if d.reset_answer != "payload":
+        answer["info"] = None
+    answer.update(valid=result.info.get("valid", True), success=result.info.get("success", False))
+    return answer
+
+
+def _observation(d: Dialect, slot: Slot) -> Any:
+    if d.observation_answer == "text":
+        return slot.observation
     return {
-        "observation": result.observation,
-        "reward": result.reward,
-        "score": result.info.get("score", 0),
-        "done": result.done,
-        "valid": result.info.get("valid", True),
-        "success": result.info.get("success", False),
+        "observation": slot.observation if slot.started else "Environment not initialized",
+        "reward": slot.reward,
+        "score": slot.score,
+        "done": slot.done,
+        "deleted": False,
     }
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": message})
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": message, **extra})
 
 
 def build_app(
-    family: str, max_envs: int = 64, idle_timeout_s: float = 600.0, env_options: dict[str, Any] | None = None
+    family: str,
+    max_envs: int = DEFAULT_MAX_ENVS,
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+    env_options: dict[str, Any] | None = None,
+    dialect: str | None = None,
 ) -> FastAPI:
-    """The ASGI app serving ``family`` (raises ``ValueError`` for an unknown family or bad limits)."""
+    """The ASGI app serving ``family`` in its AgentGym dialect (or ``dialect``); raises ``ValueError`` for
+    an unknown family or dialect, or bad limits."""
     spec = get_env_spec(family)
+    d = dialect_for(family) if dialect is None else get_dialect(dialect)
+    bodies = Bodies(d)
     options = {**SERVER_ENV_OPTIONS.get(family, {}), **(env_options or {})}
     pool = EnvTable(functools.partial(spec.factory, **options), max_envs=max_envs, idle_timeout_s=idle_timeout_s)
 
@@ -114,12 +162,13 @@ def build_app(
             reaper.cancel()
             await pool.close_all()
 
-    app = FastAPI(title=f"turnrl {family} env server", lifespan=lifespan)
+    app = FastAPI(title=f"turnrl {family} env server ({d.name} dialect)", lifespan=lifespan)
     app.state.pool = pool
+    app.state.dialect = d
 
-    @app.exception_handler(RequestValidationError)
-    async def _malformed(_: Request, exc: RequestValidationError):
-        return JSONResponse(status_code=422, content={"error": "malformed request", "detail": exc.errors()})
+    @app.exception_handler(Malformed)
+    async def _malformed(_: Request, exc: Malformed):
+        return _error(422, "malformed request", detail=str(exc), dialect=d.name)
 
     @app.exception_handler(UnknownEnv)
     async def _unknown(_: Request, exc: UnknownEnv):
@@ -150,52 +199,77 @@ def build_app(
         return {
             "status": "ok",
             "family": family,
+            "dialect": d.name,
             "live_envs": len(pool),
             "max_envs": pool.max_envs,
+            "idle_timeout_s": pool.idle_timeout_s,
             "reaped": pool.reaped,
         }
 
+    async def _close_quietly(env_id: int) -> None:
+        with contextlib.suppress(UnknownEnv):
+            await pool.close(env_id)
+
     @app.post("/create")
-    async def create() -> dict[str, Any]:
-        return {"id": await pool.create(), "observation": ""}
+    async def create(request: Request) -> Any:
+        body = await _read(request, bodies.create, empty_ok=True)
+        custom = (getattr(body, "commands", None), getattr(body, "goal", None))
+        if (custom[0] is None) != (custom[1] is None):
+            raise Malformed("give both 'commands' and 'goal', or neither")
+        item = getattr(body, d.create_item_field, None) if d.create_item_field else None
+        if item is not None and item < 0:
+            raise ValueError(f"{d.create_item_field} must be >= 0, got {item}")
+        env_id = await pool.create()
+        answer: dict[str, Any] = {d.create_key or "id": env_id}
+        try:  # a create that starts an episode either succeeds whole or leaves no env behind
+            if custom[0] is not None:
+                answer.update(observation=await pool.call(env_id, functools.partial(_custom_task, *custom)))
+            elif d.create_starts_on_own_id or item is not None:
+                start = env_id if item is None else item
+                text = await pool.call(env_id, lambda slot: _reset(family, d, start, slot))
+                answer.update(observation=text if isinstance(text, str) else text["observation"])
+            if d.create_starts_on_own_id:
+                answer.update(done=False, reward=0)
+        except BaseException:
+            await _close_quietly(env_id)
+            raise
+        return env_id if d.create_key is None else answer
 
     @app.post("/reset")
-    async def reset(body: ResetBody) -> dict[str, Any]:
-        if body.data_idx < 0:
-            raise ValueError(f"data_idx must be >= 0, got {body.data_idx}")
-        return await pool.call(body.id, functools.partial(_reset, family, body.data_idx))
+    async def reset(request: Request) -> Any:
+        body = await _read(request, bodies.reset)
+        item = getattr(body, d.item_field)
+        if item < 0:
+            raise ValueError(f"{d.item_field} must be >= 0, got {item}")
+        return await pool.call(getattr(body, d.id_field), functools.partial(_reset, family, d, item))
 
     @app.post("/step")
-    async def step(body: StepBody) -> dict[str, Any]:
-        return await pool.call(body.id, functools.partial(_step, body.action))
+    async def step(request: Request) -> dict[str, Any]:
+        body = await _read(request, bodies.step)
+        return await pool.call(getattr(body, d.id_field), functools.partial(_step, d, body.action))
 
     @app.get("/observation")
-    async def observation(id: int) -> str:  # AgentGym's query name
-        return pool.slot(id).observation
+    async def observation(request: Request) -> Any:
+        return _observation(d, pool.slot(_query_id(request, d)))
 
     @app.get("/valid_actions")
-    async def valid_actions(id: int) -> dict[str, Any]:
-        actions = await pool.call(id, lambda slot: slot.env.valid_actions_sync() if slot.started else [])
+    async def valid_actions(request: Request) -> dict[str, Any]:
+        env_id = _query_id(request, d)
+        actions = await pool.call(env_id, lambda slot: slot.env.valid_actions_sync() if slot.started else [])
         return {"valid_actions": actions}
 
     @app.post("/close")
-    async def close(body: IdBody) -> dict[str, Any]:
-        await pool.close(body.id)
-        return {"closed": body.id}
+    async def close(request: Request) -> dict[str, Any]:
+        env_id = getattr(await _read(request, bodies.close), d.id_field)
+        await pool.close(env_id)
+        return {"closed": env_id}
 
     return app
 
 
-def serve(
-    family: str,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    max_envs: int = 64,
-    idle_timeout_s: float = 600.0,
-    env_options: dict[str, Any] | None = None,
-) -> None:
-    """Run the server in the foreground (blocks until interrupted)."""
-    import uvicorn
-
-    app = build_app(family, max_envs=max_envs, idle_timeout_s=idle_timeout_s, env_options=env_options)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+def _query_id(request: Request, d: Dialect) -> int:
+    value = request.query_params.get(d.id_field)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise Malformed(f"query parameter {d.id_field!r} must be an integer, got {value!r}") from None

@@ -10,7 +10,8 @@ from turnrl.envs.sciworld.env import SciWorldEnv
 from turnrl.envs.sciworld.tasks import NUM_ITEMS, sciworld_task
 
 _TEST = range(0, NUM_ITEMS, 23)
-SPLITS = TaskSplits(train=tuple(i for i in range(NUM_ITEMS) if i % 23), test=_TEST)
+# named split ``agentgym``: the paper's 200 SciWorld tasks, the first 200 of the test ids
+SPLITS = TaskSplits(train=tuple(i for i in range(NUM_ITEMS) if i % 23), test=_TEST, named={"agentgym": _TEST[:200]})
 
 register_env(
     EnvSpec(

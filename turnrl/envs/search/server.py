@@ -5,7 +5,8 @@
 ``POST /retrieve {"queries": [...], "topk": k, "return_scores": bool}`` -> ``{"result": [[hit, ...], ...]}``
 with a hit ``{"contents": "\\"Title\\"\\ntext"}``, or ``{"document": {"contents": ...}, "score": 0.0}``
 when ``return_scores`` (this server does not expose scores: 0.0). A malformed body gets 422
-with ``{"error": ...}`` and the server keeps serving.
+with ``{"error": ...}`` (a body nested too deeply to parse included; anything else that fails, 500) and the server
+keeps serving: every request gets an answer.
 
 Invariant: the server only reads the retriever; requests are served one thread each, the
 retriever behind a lock (bm25s is not documented as thread-safe).
@@ -23,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from turnrl.envs.search.retrievers import Retriever, make_retriever
 
 MAX_BODY_BYTES = 1 << 20
+MAX_DISCARD_BYTES = 64 << 20
 
 
 def _handler(retriever: Retriever, lock: threading.Lock) -> type[BaseHTTPRequestHandler]:
@@ -32,19 +34,28 @@ def _handler(retriever: Retriever, lock: threading.Lock) -> type[BaseHTTPRequest
                 return self._send(404, {"error": f"unknown path {self.path}"})
             length = int(self.headers.get("Content-Length") or 0)
             if not 0 < length <= MAX_BODY_BYTES:
+                self._discard(length)  # read, so that the client is not reset before it reads the answer
                 return self._send(422, {"error": f"body must be 1..{MAX_BODY_BYTES} bytes of JSON"})
             try:
                 body = json.loads(self.rfile.read(length))
                 queries, topk = body["queries"], body.get("topk", 3)
                 with lock:
                     result = retriever.search(queries, topk)
-            except (ValueError, KeyError, TypeError) as error:
-                return self._send(422, {"error": f"bad request: {error}"})
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
+                return self._send(422, {"error": f"bad request: {type(error).__name__}: {error}"[:2000]})
+            except Exception as error:  # never a dropped connection: the client gets an answer
+                return self._send(500, {"error": f"{type(error).__name__}: {error}"[:2000]})
             if body.get("return_scores"):
                 hits = [[{"document": {"contents": p.contents}, "score": 0.0} for p in row] for row in result]
             else:
                 hits = [[{"contents": p.contents} for p in row] for row in result]
             return self._send(200, {"result": hits})
+
+        def _discard(self, length: int) -> None:
+            """Read and drop a body too large to parse (up to ``MAX_DISCARD_BYTES``; beyond, the connection closes)."""
+            left = min(max(length, 0), MAX_DISCARD_BYTES)
+            while left > 0 and (chunk := self.rfile.read(min(left, 1 << 16))):
+                left -= len(chunk)
 
         def _send(self, status: int, payload: dict) -> None:
             data = json.dumps(payload).encode()

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import msgspec
 import zmq
-
 from chaos_frames import BadFrames
+
 from turnrl.config.generation import ServiceConfig
 from turnrl.engine.generation.service_client import ServiceProcess
 from turnrl.envs.http.launch import free_port, running_server

@@ -24,6 +24,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from chaos_fuzz import alive
+
 from turnrl.config.envs import EnvWorkerConfig
 from turnrl.config.episode import EpisodeConfig
 from turnrl.config.generation import ServiceConfig
@@ -189,8 +191,8 @@ async def _fire(scenario: Scenario, rng: random.Random, pool, service: ServicePr
             return jvm_pids(pool)
         return chromium_pids(pool, renderer=scenario.target == "renderer")
 
-    deadline = time.monotonic() + 60.0
-    while not (pids := targets()):
+    deadline = time.monotonic() + 60.0  # a live one not already stopped (a killed service is being restarted)
+    while not (pids := [p for p in targets() if alive(p) and p not in stopped]):
         if time.monotonic() > deadline:
             return "no such process within 60 s"
         await asyncio.sleep(0.1)
@@ -230,7 +232,9 @@ async def run_scenario(
     )
     items = 38 if scenario.family == "web" else 10**4
     tasks = [Task(env=scenario.family, item_id=i % items) for i in range(episodes)]
-    moments = sorted(rng.randint(1, max(1, int(0.7 * episodes * (turn_cap + 1)))) for _ in range(faults))
+    # heavy envs: all episodes run at once and end together, so their faults come in the first third
+    share = 0.3 if heavy else 0.7
+    moments = sorted(rng.randint(1, max(1, int(share * episodes * (turn_cap + 1)))) for _ in range(faults))
     stopped: list[int] = []
     done: list[str] = []
     stats = RolloutStats()
@@ -239,7 +243,7 @@ async def run_scenario(
     async def chaos() -> None:
         for at in moments:
             await progress.reached(at)
-            await asyncio.sleep(rng.uniform(0.0, 0.3))
+            await asyncio.sleep(0.0 if heavy else rng.uniform(0.0, 0.3))
             done.append(f"after {progress.calls} env calls: " + await _fire(scenario, rng, pool, service, stopped))
 
     start = time.perf_counter()

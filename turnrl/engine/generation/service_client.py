@@ -15,7 +15,9 @@ Invariants:
   ``hang_timeout_s`` (then it is killed), is restarted: every call waiting on it fails with ``ServiceError`` code
   ``lost``, and a generate call is resubmitted to the new process (at most ``max_resubmits`` times, else the error
   ends its episode ``gen_error``); the last weight update is sent again first, so the new process serves the same
-  weights and version (the client keeps that call, and so one copy of the weights, for this).
+  weights and version (the client keeps that call, and so one copy of the weights, for this); a restart that
+  fails (killed again while starting) is tried again, ``RESTART_ATTEMPTS`` times, after which every call fails
+  with ``ServiceError`` code ``lost``.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from turnrl.protocol import (
 )
 
 _reply_decoder = msgspec.msgpack.Decoder(ServiceReplyKind, strict=True)
+RESTART_ATTEMPTS = 5
 
 
 class ServiceGenerator(Generator):
@@ -106,6 +109,7 @@ class ServiceGenerator(Generator):
         self._serving = asyncio.Event()  # cleared while a lost service is being restarted
         self._serving.set()
         self._last_update: UpdateWeightsCall | None = None
+        self._gone: ServiceError | None = None  # set when every restart attempt failed
 
     @property
     def weight_version(self) -> int:
@@ -151,6 +155,8 @@ class ServiceGenerator(Generator):
         """Send one call and wait for its reply; an error reply raises ``ServiceError``."""
         if not during_restart and not self._serving.is_set():
             await self._serving.wait()  # a lost service is being restarted
+        if self._gone is not None:
+            raise self._gone
         self._ensure_open()
         if call.request_id in self._futures:
             raise ValueError(f"request_id {call.request_id!r} is already waiting for a reply")
@@ -242,6 +248,8 @@ class ServiceGenerator(Generator):
             why = await self._check(process)
             if why is not None:
                 await self._restart(process, why)
+                if self._gone is not None:
+                    return
 
     async def _check(self, process: ServiceProcess) -> str | None:
         """None if the process answers a health check; else why not (it exited, or stayed silent too long)."""
@@ -278,7 +286,15 @@ class ServiceGenerator(Generator):
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._reader
                 self._reader = None
-            await asyncio.to_thread(process.restart)
+            for attempt in range(1, RESTART_ATTEMPTS + 1):
+                try:
+                    await asyncio.to_thread(process.restart)
+                    break
+                except Exception as exc:  # e.g. killed again while starting: try again, a few times
+                    self.restarts.append(f"{why}; restart {attempt} failed: {exc!r}")
+            else:
+                self._gone = ServiceError("lost", f"the generation service could not be restarted ({why})")
+                return
             self.restarts.append(why)
             self._ensure_open()
             if self._last_update is not None:

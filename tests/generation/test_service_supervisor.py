@@ -20,12 +20,6 @@ def _request(rid: str) -> GenerateRequest:
     return GenerateRequest(request_id=rid, input_ids=[5, 6, 7, 8], sampling=SamplingParams(max_new_tokens=4))
 
 
-async def _wait_for(predicate, what: str, timeout_s: float = 180.0) -> None:
-    async with asyncio.timeout(timeout_s):  # a hang guard only
-        while not predicate():
-            await asyncio.sleep(0.05)
-
-
 async def test_killed_and_hung_service_is_restarted_and_requests_resubmitted(tokenizer, tmp_path):
     model = build_tiny_model(tokenizer, "tiny", max_positions=512, seed=0)
     save_policy(model, tokenizer, tmp_path / "policy")
@@ -67,3 +61,30 @@ def test_supervise_needs_the_process():
         ServiceGenerator("ipc:///tmp/none.sock", supervise=True)
     with pytest.raises(ValueError, match="hang_timeout_s"):
         ServiceGenerator("ipc:///tmp/none.sock", hang_timeout_s=0)
+
+
+class FailingOnceProcess(ServiceProcess):
+    """A real service process whose first restart fails, as when it is killed again while starting."""
+
+    failed = False
+
+    def restart(self, timeout_s: float = 120.0) -> ServiceProcess:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("generation service exited with code -9 while starting")
+        return super().restart(timeout_s)
+
+
+async def test_a_failed_restart_is_tried_again(tokenizer, tmp_path):
+    save_policy(build_tiny_model(tokenizer, "tiny", max_positions=512, seed=0), tokenizer, tmp_path / "policy")
+    config = ServiceConfig(model_path=str(tmp_path / "policy"), address=f"ipc://{tmp_path}/gen.sock", torch_threads=1)
+    process = await asyncio.to_thread(FailingOnceProcess(config).start, 180.0)
+    generator = ServiceGenerator(config.address, owned_process=process, supervise=True, health_interval_s=0.1)
+    try:
+        first_pid = process.process.pid
+        os.kill(first_pid, signal.SIGKILL)
+        result = await asyncio.wait_for(generator.generate(_request("after-failed-restart")), 180)
+        assert len(result.output_ids) == 4 and process.process.pid != first_pid
+        assert "restart 1 failed" in generator.restarts[0] and "exited with code -9" in generator.restarts[1]
+    finally:
+        await generator.close()

@@ -233,7 +233,7 @@ async def run_scenario(
     items = 38 if scenario.family == "web" else 10**4
     tasks = [Task(env=scenario.family, item_id=i % items) for i in range(episodes)]
     # heavy envs: all episodes run at once and end together, so their faults come in the first third
-    share = 0.3 if heavy else 0.7
+    share = 0.3 if heavy else 0.5  # early enough that the rollout is still running when they fire
     moments = sorted(rng.randint(1, max(1, int(share * episodes * (turn_cap + 1)))) for _ in range(faults))
     stopped: list[int] = []
     done: list[str] = []
@@ -243,7 +243,7 @@ async def run_scenario(
     async def chaos() -> None:
         for at in moments:
             await progress.reached(at)
-            await asyncio.sleep(0.0 if heavy else rng.uniform(0.0, 0.3))
+            await asyncio.sleep(0.0 if heavy else rng.uniform(0.0, 0.05))
             done.append(f"after {progress.calls} env calls: " + await _fire(scenario, rng, pool, service, stopped))
 
     start = time.perf_counter()

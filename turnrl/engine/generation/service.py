@@ -3,7 +3,8 @@
 Invariants:
 - every frame gets exactly one reply to its sender: a malformed frame (not msgpack, wrong schema, not one payload
   frame) or an oversized one gets an ``ErrorReply`` and nothing else happens (a frame past twice the limit is
-  refused by the transport, which drops that connection instead); a bad request (empty or out-of-vocabulary ids,
+  refused by the transport, which drops that connection instead; a frame nested too deeply to read is malformed
+  too); a bad request (empty or out-of-vocabulary ids,
   too long, bad sampling values, a request id already running) gets an ``ErrorReply`` naming the field; the
   service keeps serving after any of them, and a failing forward ends only the requests of that batch with an
   ``internal`` error;
@@ -63,7 +64,7 @@ def _request_id_of(payload: bytes) -> str | None:
     """The request id of a frame that is msgpack but not a valid call, so the error reply can name it."""
     try:
         return _envelope.decode(payload).request_id
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):  # skipping a deeply nested field
         return None
 
 
@@ -137,7 +138,7 @@ class GenerationService:
                 continue
             try:
                 call = self._decoder.decode(payload[0])
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
                 self._send(
                     identity, ErrorReply(request_id=_request_id_of(payload[0]), code="malformed", message=str(exc))
                 )

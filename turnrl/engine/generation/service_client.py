@@ -11,7 +11,14 @@ Invariants:
   weight update under the ``abort`` policy is resumed from its partial output (``resubmit_on_update``; see
   ``partial``); other aborts are returned with finish reason ``abort``;
 - ``weight_version`` is the newest version this client has seen in any reply; ``push_weights`` sends the tensors
-  over the socket (no disk) and ``close`` stops a service process this client was handed (``owned_process``).
+  over the socket (no disk) and ``close`` stops a service process this client was handed (``owned_process``);
+- with ``supervise=True`` (needs ``owned_process``) a service process that exits, or answers no health check within
+  ``hang_timeout_s`` (then it is killed), is restarted: every call waiting on it fails with ``ServiceError`` code
+  ``lost``, and a generate call is resubmitted to the new process (at most ``max_resubmits`` times, else the error
+  ends its episode ``gen_error``); the last weight update is sent again first, so the new process serves the same
+  weights and version (the client keeps that call, and so one copy of the weights, for this); a restart that
+  fails (killed again while starting) is tried again, ``RESTART_ATTEMPTS`` times, after which every call fails
+  with ``ServiceError`` code ``lost``.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ from turnrl.protocol import (
 )
 
 _reply_decoder = msgspec.msgpack.Decoder(ServiceReplyKind, strict=True)
+RESTART_ATTEMPTS = 5
 
 
 class ServiceGenerator(Generator):
@@ -68,9 +76,18 @@ class ServiceGenerator(Generator):
         max_resubmits: int = 8,
         max_frame_bytes: int = MAX_FRAME_BYTES,
         owned_process: ServiceProcess | None = None,
+        supervise: bool = False,
+        health_interval_s: float = 1.0,
+        hang_timeout_s: float = 30.0,
     ):
         if request_timeout_s is not None and request_timeout_s <= 0:
             raise ValueError(f"request_timeout_s must be > 0, got {request_timeout_s}")
+        if supervise and owned_process is None:
+            raise ValueError("supervise=True needs the service's owned_process (to restart it)")
+        if not (health_interval_s > 0 and hang_timeout_s > 0):
+            raise ValueError(
+                f"health_interval_s and hang_timeout_s must be > 0, got {health_interval_s}, {hang_timeout_s}"
+            )
         self.address = address
         self.owned_process = owned_process
         self.request_timeout_s = request_timeout_s
@@ -86,6 +103,15 @@ class ServiceGenerator(Generator):
         self._tag = uuid.uuid4().hex[:8]
         self.unmatched_errors: list[ErrorReply] = []  # error replies to frames the service could not read
         self.bad_replies = 0  # replies that did not decode
+        self.supervise = supervise
+        self.health_interval_s = health_interval_s
+        self.hang_timeout_s = hang_timeout_s
+        self.restarts: list[str] = []  # why each restart happened
+        self._supervisor: asyncio.Task | None = None
+        self._serving = asyncio.Event()  # cleared while a lost service is being restarted
+        self._serving.set()
+        self._last_update: UpdateWeightsCall | None = None
+        self._gone: ServiceError | None = None  # set when every restart attempt failed
 
     @property
     def weight_version(self) -> int:
@@ -102,6 +128,10 @@ class ServiceGenerator(Generator):
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.connect(self.address)
         self._reader = loop.create_task(self._read())
+        if self.supervise and (self._supervisor is None or self._supervisor.get_loop() is not loop):
+            self._serving = asyncio.Event()
+            self._serving.set()
+            self._supervisor = loop.create_task(self._supervise())
 
     async def _read(self) -> None:
         while True:
@@ -135,8 +165,12 @@ class ServiceGenerator(Generator):
             if future is not None and not future.done():
                 future.set_exception(ServiceError("malformed", f"the reply does not decode: {exc}", request_id))
 
-    async def call(self, call, timeout_s: float | None = None):
+    async def call(self, call, timeout_s: float | None = None, *, during_restart: bool = False):
         """Send one call and wait for its reply; an error reply raises ``ServiceError``."""
+        if not during_restart and not self._serving.is_set():
+            await self._serving.wait()  # a lost service is being restarted
+        if self._gone is not None:
+            raise self._gone
         self._ensure_open()
         if call.request_id in self._futures:
             raise ValueError(f"request_id {call.request_id!r} is already waiting for a reply")
@@ -176,7 +210,13 @@ class ServiceGenerator(Generator):
 
         async def send(pending: GenerateRequest):
             call = GenerateCall(request_id=request.request_id, request=pending, timeout_s=service_timeout)
-            reply: GenerateReply = await self.call(call, self.request_timeout_s)
+            for attempt in itertools.count():
+                try:
+                    reply: GenerateReply = await self.call(call, self.request_timeout_s)
+                    break
+                except ServiceError as exc:
+                    if exc.code != "lost" or attempt >= self.max_resubmits:
+                        raise  # the episode ends gen_error
             return reply.result, reply.retry and self.resubmit_on_update
 
         return await generate_resuming(send, request, self.max_resubmits + 1)
@@ -204,12 +244,78 @@ class ServiceGenerator(Generator):
     ) -> int:
         """New weights from a saved model directory or named tensors; returns the new weight version."""
         packed = pack_tensors(tensors) if tensors is not None else None
-        reply = await self.call(
-            UpdateWeightsCall(
-                request_id=self._new_id("update"), path=path, tensors=packed, version=version, in_flight=in_flight
-            )
+        call = UpdateWeightsCall(
+            request_id=self._new_id("update"), path=path, tensors=packed, version=version, in_flight=in_flight
         )
+        reply = await self.call(call)
+        if self.supervise:  # sent again to a restarted service
+            self._last_update = msgspec.structs.replace(call, version=reply.weight_version)
         return reply.weight_version
+
+    # ---- supervision ----------------------------------------------------------------------------------------------
+    async def _supervise(self) -> None:
+        while True:
+            await asyncio.sleep(self.health_interval_s)
+            process = self.owned_process
+            if process is None:
+                return
+            why = await self._check(process)
+            if why is not None:
+                await self._restart(process, why)
+                if self._gone is not None:
+                    return
+
+    async def _check(self, process: ServiceProcess) -> str | None:
+        """None if the process answers a health check; else why not (it exited, or stayed silent too long)."""
+        health = asyncio.ensure_future(self.call(StatsCall(request_id=self._new_id("health")), self.hang_timeout_s))
+        try:
+            while True:
+                why = process.exit_reason()
+                if why is not None:
+                    return why
+                done, _ = await asyncio.wait({health}, timeout=self.health_interval_s)
+                if done:
+                    try:
+                        health.result()
+                    except TimeoutError:
+                        return f"answered no health check within {self.hang_timeout_s} s"
+                    except ServiceError:
+                        pass  # an error reply is an answer: alive
+                    return None
+        finally:
+            health.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await health
+
+    async def _restart(self, process: ServiceProcess, why: str) -> None:
+        self._serving.clear()
+        try:
+            lost = ServiceError("lost", f"the generation service process {why}; it is being restarted")
+            for future in list(self._futures.values()):
+                if not future.done():
+                    future.set_exception(lost)
+            self._futures.clear()
+            if self._reader is not None:  # a fresh socket for the new process: nothing stale is delivered
+                self._reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._reader
+                self._reader = None
+            for attempt in range(1, RESTART_ATTEMPTS + 1):
+                try:
+                    await asyncio.to_thread(process.restart)
+                    break
+                except Exception as exc:  # e.g. killed again while starting: try again, a few times
+                    self.restarts.append(f"{why}; restart {attempt} failed: {exc!r}")
+            else:
+                self._gone = ServiceError("lost", f"the generation service could not be restarted ({why})")
+                return
+            self.restarts.append(why)
+            self._ensure_open()
+            if self._last_update is not None:
+                update = msgspec.structs.replace(self._last_update, request_id=self._new_id("update"))
+                await self.call(update, during_restart=True)
+        finally:
+            self._serving.set()
 
     async def service_stats(self, timeout_s: float | None = None) -> ServiceStats:
         """The service's own figures (running, waiting, steps, errors replied, ...)."""
@@ -239,6 +345,11 @@ class ServiceGenerator(Generator):
 
     async def close(self) -> None:
         """Close the socket, and stop the service process if this client started it (``owned_process``)."""
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+                await self._supervisor
+            self._supervisor = None
         for future in self._futures.values():
             if not future.done():
                 future.cancel()
@@ -280,6 +391,23 @@ class ServiceProcess:
                 return self
         self.stop()
         raise TimeoutError(f"generation service at {self.config.address} did not answer within {timeout_s} s")
+
+    def exit_reason(self) -> str | None:
+        """None while the process runs; else how it ended."""
+        if self.process is None:
+            return "was never started"
+        if self.process.is_alive():
+            return None
+        return f"exited with code {self.process.exitcode}"
+
+    def restart(self, timeout_s: float = 120.0) -> ServiceProcess:
+        """Kill the process (running, hung or stopped) if it is still there and start a fresh one."""
+        if self.process is not None:
+            if self.process.is_alive():
+                self.process.kill()  # SIGKILL also ends a SIGSTOPped process
+            self.process.join(10.0)
+            self.process = None
+        return self.start(timeout_s)
 
     def _ask(self, call, timeout_s: float):
         with zmq.Context.instance().socket(zmq.DEALER) as sock:

@@ -69,11 +69,13 @@ async def open_generator(
             )
         )
         await asyncio.to_thread(process.start)
-        generator = ServiceGenerator(
+        generator = ServiceGenerator(  # a service process that dies or hangs is restarted, its requests resubmitted
             address,
             request_timeout_s=config.request_timeout_s,
             owned_process=process,
             max_frame_bytes=config.max_frame_bytes,
+            supervise=True,
+            hang_timeout_s=120.0,  # silent that long: hung, not slow (a loaded machine is slow)
         )
         if weight_version:  # a resumed run: the service starts at 0
             await generator.update_weights(path=str(staging), version=weight_version)

@@ -5,8 +5,8 @@
 ``POST /retrieve {"queries": [...], "topk": k, "return_scores": bool}`` -> ``{"result": [[hit, ...], ...]}``
 with a hit ``{"contents": "\\"Title\\"\\ntext"}``, or ``{"document": {"contents": ...}, "score": 0.0}``
 when ``return_scores`` (this server does not expose scores: 0.0). A malformed body (not JSON, a missing
-``queries``, a wrong type, an unknown field) gets 422 with ``{"error": ...}`` naming it, and the server keeps
-serving.
+``queries``, a wrong type, an unknown field, a body nested too deeply to parse) gets 422 with ``{"error": ...}``
+naming it (anything else that fails, 500), and the server keeps serving: every request gets an answer.
 
 Invariant: the server only reads the retriever; requests are served one thread each, the
 retriever behind a lock (bm25s is not documented as thread-safe).
@@ -26,6 +26,7 @@ import msgspec
 from turnrl.envs.search.retrievers import Retriever, make_retriever
 
 MAX_BODY_BYTES = 1 << 20
+MAX_DISCARD_BYTES = 64 << 20
 
 
 class RetrieveBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -43,18 +44,27 @@ def _handler(retriever: Retriever, lock: threading.Lock) -> type[BaseHTTPRequest
                 return self._send(404, {"error": f"unknown path {self.path}"})
             length = int(self.headers.get("Content-Length") or 0)
             if not 0 < length <= MAX_BODY_BYTES:
+                self._discard(length)  # read, so that the client is not reset before it reads the answer
                 return self._send(422, {"error": f"body must be 1..{MAX_BODY_BYTES} bytes of JSON"})
             try:
                 body = msgspec.json.decode(self.rfile.read(length), type=RetrieveBody, strict=True)
                 with lock:
                     result = retriever.search(body.queries, body.topk)
-            except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError) as error:
-                return self._send(422, {"error": f"bad request: {error}"})
+            except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError, RecursionError) as error:
+                return self._send(422, {"error": f"bad request: {type(error).__name__}: {error}"[:2000]})
+            except Exception as error:  # never a dropped connection: the client gets an answer
+                return self._send(500, {"error": f"{type(error).__name__}: {error}"[:2000]})
             if body.return_scores:
                 hits = [[{"document": {"contents": p.contents}, "score": 0.0} for p in row] for row in result]
             else:
                 hits = [[{"contents": p.contents} for p in row] for row in result]
             return self._send(200, {"result": hits})
+
+        def _discard(self, length: int) -> None:
+            """Read and drop a body too large to parse (up to ``MAX_DISCARD_BYTES``; beyond, the connection closes)."""
+            left = min(max(length, 0), MAX_DISCARD_BYTES)
+            while left > 0 and (chunk := self.rfile.read(min(left, 1 << 16))):
+                left -= len(chunk)
 
         def _send(self, status: int, payload: dict) -> None:
             data = json.dumps(payload).encode()

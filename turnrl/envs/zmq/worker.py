@@ -9,8 +9,8 @@ Invariants:
 - blocking env code runs in this process's thread pool, never on its event loop, so heartbeats go
   out every interval however slow an env is (a worker that stops beating is hung or dead);
 - calls on different envs run concurrently; the engine sends one call at a time per env;
-- a frame that does not decode as an ``EnvCall`` gets an error reply (``call_id`` -1) and the worker
-  keeps serving; an env that raises gets an error reply naming the exception; nothing is pickled;
+- a message that is not one frame decoding as an ``EnvCall`` gets one error reply (``call_id`` -1) and the
+  worker keeps serving; an env that raises gets an error reply naming the exception; nothing is pickled;
 - a worker started by a pool exits when its parent process is gone (no orphans); a bound worker serves
   until it is killed, one pool at a time, and an env id created again (by a pool that lost track of the
   first, e.g. after reconnecting) replaces the old env;
@@ -126,9 +126,12 @@ async def serve(
     beat = asyncio.create_task(heartbeat())
     try:
         while True:
-            frame = await sock.recv()
+            frames = await sock.recv_multipart()
+            if len(frames) != 1:  # one call per message: anything else is answered once, as malformed
+                await sock.send(encode(EnvReply(call_id=-1, error=f"bad frame: {len(frames)} parts, expected 1")))
+                continue
             try:
-                call = decode(frame, EnvCall)
+                call = decode(frames[0], EnvCall)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 await sock.send(encode(EnvReply(call_id=-1, error=f"bad frame: {exc}")))
                 continue

@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("turnrl.engine.rollout", "turnrl.engine.records"),
     ("turnrl.engine.eval",),
     ("turnrl.engine.training",),
-    ("turnrl.rollout_engine", "turnrl.recipes", "turnrl.viewer", "turnrl.cli_progress"),
+    ("turnrl.rollout_engine", "turnrl.recipes", "turnrl.viewer", "turnrl.cli_progress", "turnrl.bench"),
     ("turnrl.cli",),
     ("turnrl",),  # the package's own __init__ (lazy re-exports)
 ]

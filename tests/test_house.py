@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("turnrl.engine.eval",),
     ("turnrl.engine.training",),
     ("turnrl.rollout_engine", "turnrl.recipes", "turnrl.viewer", "turnrl.cli_progress", "turnrl.bench"),
+    ("turnrl.integrations",),  # adapters into other trainers (TRL), over RolloutEngine
     ("turnrl.cli",),
     ("turnrl",),  # the package's own __init__ (lazy re-exports)
 ]

@@ -66,6 +66,7 @@ def workload_a(args) -> dict:
             RolloutBenchConfig(**common, episodes=episodes, max_new_tokens=24, env_workers=2, modes=("async",))
         )
         row["modes"]["async+workers"] = asyncio.run(run_mode(workers, "async"))
+        workers.cleanup()
         print(table(row), flush=True)
         out[family] = row
     return out

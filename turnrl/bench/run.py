@@ -53,6 +53,7 @@ class BenchPlan:
     time_limit_s: float | None = None
     describe: dict = field(default_factory=dict)  # what the table's title and the JSON's config say
     check: Callable[[str, list[Trajectory]], None] | None = None  # raises when a finished mode did the wrong work
+    cleanup: Callable[[], None] | None = None  # run once when the plan's modes are over (e.g. a staging directory)
 
 
 def quantiles(values: list[float]) -> dict[str, float | None]:
@@ -176,8 +177,12 @@ async def run_plan(plan: BenchPlan) -> dict:
     """Every mode of ``plan`` in turn; with both modes, ``async_over_lockstep`` is the ratio of env steps/s."""
     start = time.perf_counter()
     modes = {}
-    for mode in plan.modes:
-        modes[mode] = await run_mode(plan, mode)
+    try:
+        for mode in plan.modes:
+            modes[mode] = await run_mode(plan, mode)
+    finally:
+        if plan.cleanup is not None:
+            plan.cleanup()
     result = {"workload": plan.name, "config": plan.describe, "episodes": len(plan.tasks), "modes": modes}
     if "async" in modes and "lockstep" in modes:
         lock = modes["lockstep"]["env_steps_per_s"]

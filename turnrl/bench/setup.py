@@ -13,6 +13,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -194,4 +195,5 @@ def build_plan(config: RolloutBenchConfig) -> BenchPlan:
         modes=config.modes,
         time_limit_s=config.time_limit_s,
         describe=describe,
+        cleanup=lambda: shutil.rmtree(staging, ignore_errors=True),
     )

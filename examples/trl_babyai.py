@@ -82,11 +82,15 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--turn-cap", type=int, default=6)
     parser.add_argument("--eval-tasks", type=int, default=200)
+    parser.add_argument(
+        "--eval-every", type=int, default=0, help="also evaluate every N TRL steps (0: only at the end)"
+    )
     parser.add_argument("--warmup-episodes", type=int, default=1600)
     parser.add_argument("--base-model", default=None, help="a saved base model directory (skips the warm-up)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/trl-babyai")
     args = parser.parse_args()
+    from transformers import TrainerCallback
     from trl import GRPOTrainer
 
     torch.manual_seed(args.seed)
@@ -130,11 +134,30 @@ def main() -> None:
         train_dataset=rollout.dataset(),
         rollout_func=rollout,
     )
-    train_start = time.perf_counter()
+    curve = [{"step": 0, "train_seconds": 0.0, "success": before}]
+    clock = {"train_start": time.perf_counter(), "eval_s": 0.0}
+
+    class HeldOut(TrainerCallback):
+        """Held-out success every --eval-every steps; its time is not counted as training time."""
+
+        def on_step_end(self, _args, state, control, **kwargs):
+            if args.eval_every and state.global_step % args.eval_every == 0 and state.global_step < args.steps:
+                t = time.perf_counter()
+                trained = t - clock["train_start"] - clock["eval_s"]
+                success = heldout_success(model, tokenizer, tasks, args.turn_cap)
+                clock["eval_s"] += time.perf_counter() - t
+                curve.append({"step": state.global_step, "train_seconds": trained, "success": success})
+                print(
+                    f"held-out success at step {state.global_step}: {success:.3f} ({trained:.0f} s of training)",
+                    flush=True,
+                )
+
+    trainer.add_callback(HeldOut())
     trainer.train()
-    train_s = time.perf_counter() - train_start
+    train_s = time.perf_counter() - clock["train_start"] - clock["eval_s"]
     rollout.close()
     after = heldout_success(model, tokenizer, tasks, args.turn_cap)
+    curve.append({"step": args.steps, "train_seconds": train_s, "success": after})
     wall = time.perf_counter() - start
     print(f"held-out success {before:.3f} -> {after:.3f} ({args.steps} TRL steps in {train_s:.0f} s; {wall:.0f} s all)")
     summary = {
@@ -144,6 +167,7 @@ def main() -> None:
         "train_seconds": train_s,
         "wall_seconds": wall,
         "eval_tasks": args.eval_tasks,
+        "heldout": curve,
         "rewards": [row["reward"] for row in trainer.state.log_history if "reward" in row],
     }
     (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=2))

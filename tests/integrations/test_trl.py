@@ -192,3 +192,31 @@ def test_bad_settings_are_refused(tiny_model, tokenizer, tmp_path):
     with pytest.raises(ValueError, match="groups of 4"):
         trainer.train()
     rollout.close()
+
+
+def test_the_example_runs_end_to_end(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    args = ["--steps", "2", "--prompts", "2", "--group-size", "2", "--eval-tasks", "3", "--eval-every", "1"]
+    args += ["--warmup-episodes", "8", "--turn-cap", "2", "--out", str(tmp_path / "run")]
+    run = subprocess.run(
+        [sys.executable, str(root / "examples" / "trl_babyai.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert [row["step"] for row in summary["heldout"]] == [0, 1, 2]
+    assert all(0.0 <= row["success"] <= 1.0 for row in summary["heldout"])
+    assert (
+        summary["heldout"][0]["success"] == summary["before"] and summary["heldout"][-1]["success"] == summary["after"]
+    )
+    assert (tmp_path / "run" / "base_model" / "config.json").is_file()
+    assert "held-out success" in run.stdout

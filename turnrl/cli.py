@@ -304,11 +304,14 @@ def bench_rollout(
     max_turns: int | None = typer.Option(None, help="Turn cap (default: the env's)."),
     max_new_tokens: int = typer.Option(32, help="Tokens per reply at most."),
     time_limit: float | None = typer.Option(None, help="Seconds per mode; a mode cut short reports what it did."),
+    repeats: int = typer.Option(1, help="Rounds of every mode, interleaved; each mode reports its median round."),
     workload: str | None = typer.Option(
         None, help="A fixed published workload instead of --env: agentic, agentic-overhead or agentic-scale."
     ),
     time_scale: float | None = typer.Option(None, help="--workload: shrink every latency (default 0.25; quick 0.05)."),
-    quick: bool = typer.Option(False, help="A small run (fewer episodes)."),
+    quick: bool = typer.Option(
+        False, help="A small run: 8 episodes, 8 at once, turn cap 4 (--workload: its quick size)."
+    ),
     seed: int = typer.Option(0, help="Sampling seed."),
     json_path: str | None = typer.Option(None, "--json", help="Write the result as JSON."),
     png: str | None = typer.Option(None, help="Write throughput and episodes in flight over time as a PNG."),
@@ -339,7 +342,9 @@ def bench_rollout(
             clash = [flag for flag, value in given.items() if value]
             if clash:
                 raise ValueError(f"--workload fixes the env, generator and sizes; {', '.join(clash)} do not apply")
-            plan = preset_plan(workload, quick=quick, time_scale=time_scale, time_limit_s=time_limit)
+            if repeats < 1:
+                raise ValueError(f"--repeats must be >= 1, got {repeats}")
+            plan = preset_plan(workload, quick=quick, time_scale=time_scale, time_limit_s=time_limit, repeats=repeats)
         else:
             from turnrl.bench.setup import build_plan
             from turnrl.config.bench import RolloutBenchConfig
@@ -360,6 +365,7 @@ def bench_rollout(
                 max_turns=max_turns if max_turns is not None else (4 if quick else None),
                 max_new_tokens=max_new_tokens,
                 time_limit_s=time_limit,
+                repeats=repeats,
                 seed=seed,
             )
             plan = build_plan(config)

@@ -12,7 +12,7 @@ import pytest
 from turnrl.bench.latency_model import LatencyModelGenerator, SyntheticEnv, Workload, WorkloadConfig
 from turnrl.bench.presets import synthetic_episode_config
 from turnrl.bench.probe import Probe
-from turnrl.bench.run import BenchPlan, EnvSource, quantiles, run_plan, timeline
+from turnrl.bench.run import BenchPlan, EnvSource, median_round, quantiles, run_plan, timeline
 from turnrl.cli import main
 from turnrl.envs.http.launch import free_port, running_server
 from turnrl.envs.registry import get_env_spec
@@ -41,6 +41,7 @@ MODE_KEYS = {
     "end_reasons",
     "success_rate",
     "timeline",
+    "rounds_env_steps_per_s",
 }
 
 
@@ -107,6 +108,34 @@ def test_figures_match_the_planned_work(chat):
         assert 1 <= mode["running_batch"] <= 6
 
 
+def test_repeats_interleave_modes_and_report_the_median_round(chat):
+    workload = Workload(WorkloadConfig(episodes=8, slots=4, max_turns=2, time_scale=0.002, seed=5))
+    plan = _synthetic_plan(workload, chat)
+    plan.repeats = 3
+    order = []
+    inner = plan.envs
+    plan.envs = lambda: (order.append(len(order)), inner())[1]
+    result = asyncio.run(run_plan(plan))
+    assert len(order) == 6  # three rounds of two modes
+    for mode in result["modes"].values():
+        rounds = mode["rounds_env_steps_per_s"]
+        assert len(rounds) == 3
+        assert mode["env_steps_per_s"] == sorted(rounds)[1]
+        assert mode["env_steps"] == workload.total_steps
+    a, lock = result["modes"]["async"], result["modes"]["lockstep"]
+    assert result["async_over_lockstep"] == pytest.approx(a["env_steps_per_s"] / lock["env_steps_per_s"])
+
+
+def test_median_round_on_random_rounds():
+    rng = random.Random(2)
+    for n in (1, 2, 5, 6):
+        rounds = [{"env_steps_per_s": rng.uniform(1, 100), "i": i} for i in range(n)]
+        chosen = median_round(rounds)
+        below = sum(r["env_steps_per_s"] < chosen["env_steps_per_s"] for r in rounds)
+        assert below == (n - 1) // 2
+        assert chosen["rounds_env_steps_per_s"] == [r["env_steps_per_s"] for r in rounds]
+
+
 def test_time_limit_cuts_a_mode_short_and_keeps_its_figures(chat):
     # at time scale 1 this plan needs far more than the limit (each of 400 episodes waits on its env)
     workload = Workload(WorkloadConfig(episodes=400, slots=2, max_turns=4, time_scale=1.0))
@@ -164,6 +193,8 @@ BAD = [
     (["--workload", "nope"], "unknown --workload 'nope'"),
     (["--workload", "agentic", "--env", "babyai"], "--env do not apply"),
     (["--env", "babyai", "--time-scale", "0.5"], "only with --workload"),
+    (["--env", "babyai", "--repeats", "0"], "--repeats must be >= 1"),
+    (["--workload", "agentic", "--repeats", "0"], "--repeats must be >= 1"),
 ]
 
 

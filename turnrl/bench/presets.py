@@ -70,6 +70,7 @@ def preset_plan(
     time_scale: float | None = None,
     time_limit_s: float | None = None,
     chat: ChatFormat | None = None,
+    repeats: int = 1,
 ) -> BenchPlan:
     if name not in PRESETS:
         raise ValueError(f"unknown --workload {name!r}; choose from: {', '.join(PRESETS)}")
@@ -104,6 +105,7 @@ def preset_plan(
         concurrency=c.slots,
         modes=modes,
         time_limit_s=time_limit_s,
+        repeats=repeats,
         describe={
             "env": "synthetic" + (" (zero latency)" if zero else ""),
             "generator": "latency model" + (" (zero cost)" if zero else ""),

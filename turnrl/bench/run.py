@@ -51,6 +51,7 @@ class BenchPlan:
     concurrency: int
     modes: tuple[str, ...] = ("async", "lockstep")
     time_limit_s: float | None = None
+    repeats: int = 1  # rounds of every mode, interleaved (a, l, a, l, ...); each mode reports its median round
     describe: dict = field(default_factory=dict)  # what the table's title and the JSON's config say
     check: Callable[[str, list[Trajectory]], None] | None = None  # raises when a finished mode did the wrong work
     cleanup: Callable[[], None] | None = None  # run once when the plan's modes are over (e.g. a staging directory)
@@ -173,16 +174,31 @@ def _peak(events: list[tuple[float, int]]) -> int:
     return peak
 
 
+def median_round(rounds: list[dict]) -> dict:
+    """The round with the median env steps/s (the lower middle one for an even count), with every round's
+    env steps/s beside it."""
+    ordered = sorted(rounds, key=lambda r: r["env_steps_per_s"])
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    chosen["rounds_env_steps_per_s"] = [r["env_steps_per_s"] for r in rounds]
+    return chosen
+
+
 async def run_plan(plan: BenchPlan) -> dict:
-    """Every mode of ``plan`` in turn; with both modes, ``async_over_lockstep`` is the ratio of env steps/s."""
+    """``plan.repeats`` rounds of every mode, interleaved so that a change in the machine's load falls on every mode
+    alike; each mode reports its median round; with both modes, ``async_over_lockstep`` is the ratio of their
+    median env steps/s."""
+    if plan.repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {plan.repeats}")
     start = time.perf_counter()
-    modes = {}
+    rounds: dict[str, list[dict]] = {mode: [] for mode in plan.modes}
     try:
-        for mode in plan.modes:
-            modes[mode] = await run_mode(plan, mode)
+        for _ in range(plan.repeats):
+            for mode in plan.modes:
+                rounds[mode].append(await run_mode(plan, mode))
     finally:
         if plan.cleanup is not None:
             plan.cleanup()
+    modes = {mode: median_round(runs) for mode, runs in rounds.items()}
     result = {"workload": plan.name, "config": plan.describe, "episodes": len(plan.tasks), "modes": modes}
     if "async" in modes and "lockstep" in modes:
         lock = modes["lockstep"]["env_steps_per_s"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -61,7 +62,7 @@ def _remote_env(config: RolloutBenchConfig) -> HttpEnv:
     return HttpEnv(config.env_url, protocol=config.env_protocol, family="remote", timeout_s=60.0)
 
 
-async def _observations(make: callable, items: list[int]) -> list[str]:
+async def _observations(make: Callable[[], Env], items: list[int]) -> list[str]:
     texts = []
     env = make()
     try:
@@ -137,7 +138,6 @@ def build_plan(config: RolloutBenchConfig) -> BenchPlan:
             raise ValueError(f"unknown --env-protocol {config.env_protocol!r}; choose from: {', '.join(PROTOCOLS)}")
         check_reachable(config.env_url, "the env server")
         turn_cap = config.max_turns or REMOTE_TURN_CAP
-        probe_env: Env | None = None
     else:
         spec = get_env_spec(config.env)
         try:
@@ -183,6 +183,7 @@ def build_plan(config: RolloutBenchConfig) -> BenchPlan:
         "turn_cap": turn_cap,
         "max_new_tokens": config.max_new_tokens,
         "time_limit_s": config.time_limit_s,
+        "repeats": config.repeats,
     }
     return BenchPlan(
         name=config.env or "remote",
@@ -194,6 +195,7 @@ def build_plan(config: RolloutBenchConfig) -> BenchPlan:
         concurrency=config.concurrency,
         modes=config.modes,
         time_limit_s=config.time_limit_s,
+        repeats=config.repeats,
         describe=describe,
         cleanup=lambda: shutil.rmtree(staging, ignore_errors=True),
     )

@@ -29,6 +29,7 @@ class RolloutBenchConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_new_tokens: int = 32
     time_limit_s: float | None = None  # per mode; a run cut short reports what it did
     modes: tuple[str, ...] = BENCH_MODES
+    repeats: int = 1  # rounds of every mode, interleaved; each mode reports its median round
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -55,6 +56,8 @@ class RolloutBenchConfig(msgspec.Struct, frozen=True, kw_only=True):
                 raise ValueError(f"{flag or '--max-new-tokens'} must be >= 1, got {getattr(self, name)}")
         if self.max_turns is not None and self.max_turns < 1:
             raise ValueError(f"--max-turns must be >= 1, got {self.max_turns}")
+        if self.repeats < 1:
+            raise ValueError(f"--repeats must be >= 1, got {self.repeats}")
         if self.env_workers < 0:
             raise ValueError(f"--env-workers must be >= 0, got {self.env_workers}")
         if self.time_limit_s is not None and not self.time_limit_s > 0:

@@ -39,6 +39,10 @@ class Probe:
         self.request_seconds = 0.0  # integral of outstanding calls over time
         self._last_change = self.t0
 
+    def restart(self) -> None:
+        """Start the clock now (call right before the run; nothing recorded yet)."""
+        self.t0 = self._last_change = self.clock()
+
     def now(self) -> float:
         return self.clock() - self.t0
 

@@ -79,6 +79,7 @@ async def smoke(args, model_dir: Path) -> dict:
         from turnrl.engine.generation.sglang import SGLangGenerator
 
         generator = SGLangGenerator(SGLangConfig(urls=args.urls))
+        await generator.wait_ready()  # /health_generate answers 503 while the server loads
     try:
         trajectories, seconds = await rollout(generator, chat, args, 0)
         version = await generator.update_weights(path=str(model_dir))

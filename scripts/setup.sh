@@ -39,5 +39,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -n
   python -c "import torch" || { echo "[setup] torch failed to install" >&2; exit 1; }
   python -m pip install --quiet -e ".[test]" 2>&1 | grep -v "is ignored" >&2 || true
   python -c "import turnrl, pytest" || { echo "[setup] turnrl failed to install" >&2; exit 1; }
+  # SGLang's own request classes, for the contract tests (the wheel alone: its CUDA dependencies are not needed
+  # to read them; tests/generation/sglang_classes.py loads them). Skipped where it cannot be had.
+  if ! python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('sglang') is None)"; then
+    python -m pip install --quiet --no-deps "sglang==0.5.23" 2>&1 | grep -v "is ignored" >&2 || true
+  fi
   touch "$stamp"
 fi

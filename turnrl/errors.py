@@ -76,3 +76,8 @@ class EnvTableFull(TurnRLError):
 
 class UnknownEnv(TurnRLError, KeyError):
     """No live env has this id (closed, reaped, or never created; HTTP 404)."""
+
+
+# ---- checkpoints -------------------------------------------------------------------------------------------------
+class CheckpointError(TurnRLError, ValueError):
+    """A checkpoint that cannot be loaded as written: a missing or unreadable file, or one that would need pickle."""

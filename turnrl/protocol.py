@@ -50,6 +50,8 @@ class GenerateRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, k
     sampling: SamplingParams = SamplingParams()
     session_id: str | None = None
     allowed: list[list[int]] | None = None
+    # episodes that share a prompt (a GRPO group) share this key, so a server can prefill their prompt once
+    group_key: str | None = None
 
 
 class GenerateResult(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

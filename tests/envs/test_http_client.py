@@ -76,11 +76,13 @@ class _GatedEnv(BlockingEnv):
     def __init__(self, gate: threading.Event | None = None):
         self.gate = gate
         self.closed = 0
+        self.entered = threading.Event()
 
     def reset_sync(self, item_id: int) -> str:
         return f"item {item_id}"
 
     def step_sync(self, action_text: str) -> EnvResult:
+        self.entered.set()
         if self.gate is not None:
             assert self.gate.wait(10)
         return EnvResult(observation=action_text)
@@ -102,7 +104,7 @@ async def test_pool_runs_envs_concurrently_and_caps():
     with pytest.raises(EnvTableFull):
         await pool.create()
     blocked = asyncio.create_task(pool.call(slow, lambda s: s.env.step_sync("slow")))
-    await asyncio.sleep(0.05)
+    assert await asyncio.to_thread(made[0].entered.wait, 30)  # the slow step holds its thread now
     done = await asyncio.wait_for(pool.call(fast, lambda s: s.env.step_sync("fast")), 5)  # not stuck behind slow
     assert done.observation == "fast" and not blocked.done()
     gate.set()

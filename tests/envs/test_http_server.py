@@ -66,6 +66,18 @@ def test_errors_are_json_with_4xx(babyai_server):
     assert negative.status_code == 400 and "data_idx" in negative.json()["error"]
     early = _post(base, "step", {"id": env_id, "action": "turn left"})
     assert early.status_code == 409
+    good = {"reset": {"id": env_id, "data_idx": 3}, "step": {"id": env_id, "action": "turn left"}}
+    for route, fields in [("reset", good["reset"]), ("step", good["step"]), ("close", {"id": env_id})]:
+        for body, kind, field in [
+            ({**fields, "surprise": 1}, "extra_forbidden", "surprise"),  # an unknown field
+            ({k: v for k, v in fields.items() if k != "id"}, "missing", "id"),  # a missing one
+        ]:
+            bad = _post(base, route, body)
+            assert bad.status_code == 422 and bad.json()["error"] == "malformed request", (route, body)
+            assert [(d["type"], d["loc"]) for d in bad.json()["detail"]] == [(kind, ["body", field])], (route, body)
+    # nothing was changed by the refused calls: the env still serves, as it would have
+    assert _post(base, "reset", good["reset"]).json()["observation"] == BabyAIEnv(level="all").reset_sync(3)
+    assert _post(base, "step", good["step"]).status_code == 200
     _post(base, "close", {"id": env_id})
     assert _post(base, "close", {"id": env_id}).status_code == 404
 
@@ -95,7 +107,7 @@ def test_idle_envs_are_reaped():
         kept = _post(base, "create").json()["id"]
         idle = _post(base, "create").json()["id"]
         _post(base, "reset", {"id": idle, "data_idx": 1})
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # a hang guard: both envs are reaped half a second after their last call
         while httpx.get(f"{base}/health").json()["reaped"] < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
         health = httpx.get(f"{base}/health").json()

@@ -265,9 +265,15 @@ def test_http_retriever_matches_bm25_over_a_real_server(env):
             assert [
                 Passage.from_contents(h["document"]["contents"]) for h in scored["result"][0]
             ] == env.retriever.search(queries[:1], 2)[0]
-            for body in ([1, 2], {"topk": 3}, {"queries": "one", "topk": 3}, {"queries": ["q"], "topk": -1}):
+            for body, needle in [
+                ([1, 2], "Expected `object`"),
+                ({"topk": 3}, "missing required field `queries`"),
+                ({"queries": ["q"], "topk": 3, "top_k": 2}, "unknown field `top_k`"),
+                ({"queries": "one", "topk": 3}, "Expected `array`"),
+                ({"queries": ["q"], "topk": -1}, "topk"),
+            ]:
                 bad = httpx.post(url, json=body)
-                assert bad.status_code == 422 and "error" in bad.json()
+                assert bad.status_code == 422 and needle in bad.json()["error"], (body, bad.json())
             assert httpx.post(url, content=b"{not json").status_code == 422
             assert httpx.post(url.replace("/retrieve", "/other"), json={}).status_code == 404
             assert remote.search(queries[:2], 1) == env.retriever.search(queries[:2], 1)  # still serving

@@ -22,11 +22,13 @@ from turnrl.protocol import (
     GenerateCall,
     GenerateReply,
     GenerateRequest,
+    GenerateResult,
     SamplingParams,
     ServiceReplyKind,
     Task,
     Trajectory,
     Turn,
+    decode,
     encode,
 )
 
@@ -101,6 +103,11 @@ async def _wait_for_tokens(client: ServiceGenerator, at_least: int, timeout_s: f
     deadline = asyncio.get_running_loop().time() + timeout_s
     while (await client.service_stats()).tokens_generated < start + at_least:
         assert asyncio.get_running_loop().time() < deadline, "the service generated nothing"
+        await asyncio.sleep(0.01)
+
+
+async def _until_waiting(client: ServiceGenerator, count: int) -> None:
+    while (await client.service_stats()).waiting < count:
         await asyncio.sleep(0.01)
 
 
@@ -189,12 +196,18 @@ async def test_malformed_and_oversized_frames_get_error_replies(served, tokenize
         for frames, code in cases:
             reply = await ask(*frames)
             assert isinstance(reply, ErrorReply) and reply.code == code and reply.request_id is None, frames[0][:20]
-        for rid, frame in [
-            ("x1", {"op": "generate", "request_id": "x1"}),  # no request
-            ("x2", {"op": "launch", "request_id": "x2"}),
-        ]:  # unknown op
+        nested = {"request_id": "r", "input_ids": [1], "extra": 2}
+        for rid, frame, needle in [
+            ("x1", {"op": "generate", "request_id": "x1"}, "missing required field `request`"),
+            ("x2", {"op": "launch", "request_id": "x2"}, "Invalid value 'launch'"),  # unknown op
+            ("x3", {"op": "stats", "request_id": "x3", "typo": 1}, "unknown field `typo`"),
+            ("x4", {"op": "generate", "request_id": "x4", "request": nested}, "unknown field `extra`"),
+            ("x5", {"op": "generate", "request_id": "x5", "request": {"input_ids": [1]}}, "`request_id`"),
+            (None, {"op": "stats"}, "missing required field `request_id`"),
+        ]:
             reply = await ask(msgspec.msgpack.encode(frame))
             assert isinstance(reply, ErrorReply) and reply.code == "malformed" and reply.request_id == rid
+            assert needle in reply.message, reply.message
         big = GenerateRequest(request_id="big", input_ids=[300] * (MAX_FRAME // 3))  # 3 bytes per id
         reply = await ask(encode(GenerateCall(request_id="big", request=big)))
         assert isinstance(reply, ErrorReply) and reply.code == "too_large"
@@ -246,26 +259,35 @@ async def test_timeout_truncates_only_that_request(served, tokenizer):
             *(client.generate(_request(f"o{i}", 5, 10, seed=i, vocab=vocab)) for i in range(3))
         )
         assert all(r.finish_reason == "length" and len(r.output_ids) == 10 for r in others)
+        # paused, the service decodes nothing more, but the slow request's deadline still ends it: however fast
+        # or slow this machine, it times out partway
+        await client.pause()
         with pytest.raises(GenerationTimeout) as caught:
             await slow
         partial = caught.value.result
         assert partial.finish_reason == "timeout" and 0 < len(partial.output_ids) < 1500
         assert len(partial.logprobs) == len(partial.versions) == len(partial.output_ids)
-        # a client-side timeout aborts the request in the service too
+        # a client-side timeout aborts the request in the service too (still paused: it cannot finish first)
         impatient = ServiceGenerator(served["config"].address, request_timeout_s=0.3)
         try:
             with pytest.raises(TimeoutError):
                 await impatient.generate(_request("gone", 6, 1500, seed=4, vocab=vocab))
         finally:
             await impatient.close()
-        for _ in range(200):
-            stats = await client.service_stats()
-            if stats.running == 0 and stats.waiting == 0:
-                break
-            await asyncio.sleep(0.02)
-        assert stats.running == 0 and stats.waiting == 0
+        await asyncio.wait_for(_until_idle(client), 30)  # a hang guard
+        await client.resume()
+        assert len((await client.generate(_request("after", 5, 4, seed=6, vocab=vocab))).output_ids) == 4
     finally:
+        await client.resume()
         await client.close()
+
+
+async def _until_idle(client: ServiceGenerator) -> None:
+    while True:
+        stats = await client.service_stats()
+        if stats.running == 0 and stats.waiting == 0:
+            return
+        await asyncio.sleep(0.02)
 
 
 async def test_abort_ends_only_the_aborted_request(served, tokenizer):
@@ -289,7 +311,7 @@ async def test_pause_holds_requests_until_resume(served, tokenizer):
     try:
         await client.pause()
         task = asyncio.create_task(client.generate(_request("held", 5, 5, seed=1, vocab=len(tokenizer))))
-        await asyncio.sleep(0.3)
+        await asyncio.wait_for(_until_waiting(client, 1), 30)  # a hang guard: the request reached the service
         stats = await client.service_stats()
         assert not task.done() and stats.paused and stats.waiting == 1
         await asyncio.sleep(0.2)
@@ -402,3 +424,41 @@ async def test_a_failing_forward_ends_only_its_batch(tokenizer, tmp_path):
     finally:
         await client.close()
         serving.cancel()
+
+
+async def test_a_reply_that_does_not_decode_fails_only_the_call_it_names(tmp_path):
+    """A fake service on a real socket answers one call with an unknown field and the other with garbage first."""
+    ctx = zmq.asyncio.Context()
+    fake = ctx.socket(zmq.ROUTER)
+    fake.setsockopt(zmq.LINGER, 0)
+    address = f"ipc://{tmp_path}/fake-service.sock"
+    fake.bind(address)
+    good = GenerateResult(request_id="b", output_ids=[4], logprobs=[-0.5], versions=[0], finish_reason="length")
+
+    async def serve_two_calls():
+        for _ in range(2):
+            identity, frame = await fake.recv_multipart()
+            call = decode(frame, GenerateCall)
+            if call.request_id == "a":
+                reply = msgspec.to_builtins(GenerateReply(request_id="a", result=good)) | {"surprise": 1}
+                await fake.send_multipart([identity, msgspec.msgpack.encode(reply)])
+            else:
+                await fake.send_multipart([identity, b"\xc1 garbage"])
+                await fake.send_multipart([identity, encode(GenerateReply(request_id="b", result=good))])
+
+    client = ServiceGenerator(address, request_timeout_s=60)  # a hang guard
+    server = asyncio.create_task(serve_two_calls())
+    try:
+        first, second = await asyncio.gather(
+            client.generate(GenerateRequest(request_id="a", input_ids=[1])),
+            client.generate(GenerateRequest(request_id="b", input_ids=[1])),
+            return_exceptions=True,
+        )
+        await server
+        assert isinstance(first, ServiceError) and first.code == "malformed" and first.request_id == "a"
+        assert "unknown field `surprise`" in str(first)
+        assert second == good and client.bad_replies == 2
+    finally:
+        await client.close()
+        fake.close(0)
+        ctx.term()

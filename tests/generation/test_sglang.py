@@ -11,7 +11,7 @@ import asyncio
 import pytest
 
 from tests.generation.fake_sglang import FakeSGLang, UpdateFromDisk
-from turnrl.config.generation import SGLangConfig
+from turnrl.config.generation import SGLangConfig, SGLangOptions
 from turnrl.engine.generation.sglang import SGLangGenerator
 from turnrl.errors import GenerationTimeout, SGLangError
 from turnrl.protocol import GenerateRequest, SamplingParams
@@ -40,7 +40,7 @@ async def test_generate_sends_documented_shape_and_reads_tokens_and_logprobs(ser
         results = await asyncio.gather(*(gen.generate(_req(f"r{i}", max_new=4 + i)) for i in range(8)))
     finally:
         await gen.close()
-    sent = {body.rid: body for path, body in servers[0].calls if path == "/generate"}
+    sent = {body.rid.split("-")[1]: body for path, body in servers[0].calls if path == "/generate"}
     assert set(sent) == {f"r{i}" for i in range(8)}
     for i, res in enumerate(results):
         body = sent[res.request_id]
@@ -67,7 +67,7 @@ async def test_sessions_stick_to_one_server_and_spread_across_servers(servers):
     for index, server in enumerate(servers):
         for path, body in server.calls:
             if path == "/generate":
-                where.setdefault(body.rid.split("-")[0], set()).add(index)
+                where.setdefault(body.rid.split("-")[1], set()).add(index)
     assert all(len(places) == 1 for places in where.values()), where
     assert {next(iter(p)) for p in where.values()} == {0, 1}  # both servers used
 
@@ -78,13 +78,14 @@ async def test_abort_pause_continue_and_weight_update_reach_every_server(servers
         servers[0].hold.clear()
         servers[1].hold.clear()
         held = asyncio.create_task(gen.generate(_req("hold-1", session="s")))
-        await asyncio.sleep(0.2)
+        arrived = lambda: any(path == "/generate" and body.rid == "hold-1" for s in servers for path, body in s.calls)  # noqa: E731
+        await asyncio.wait_for(_until(arrived), 30)  # a hang guard: the request is held on its server now
         assert not held.done()
         await gen.abort("hold-1")
         result = await held
         assert result.finish_reason == "abort" and result.output_ids == []
         aborts = [(i, body.rid) for i, s in enumerate(servers) for path, body in s.calls if path == "/abort_request"]
-        assert len(aborts) == 1 and aborts[0][1] == "hold-1"  # only the server running it
+        assert len(aborts) == 1 and "-hold-1-" in aborts[0][1]  # only the server running it
 
         await gen.pause("retract")
         await gen.resume()
@@ -98,10 +99,12 @@ async def test_abort_pause_continue_and_weight_update_reach_every_server(servers
 
         assert await gen.update_weights("/ckpt/step-1") == 1
         for server in servers:
-            assert server.calls[-1] == (
+            assert [path for path, _ in server.calls[-3:]] == [
+                "/pause_generation",
                 "/update_weights_from_disk",
-                UpdateFromDisk(model_path="/ckpt/step-1", weight_version="1"),
-            )
+                "/continue_generation",
+            ]
+            assert server.calls[-2][1] == UpdateFromDisk(model_path="/ckpt/step-1", weight_version="1")
         res = await gen.generate(_req("after"))
         assert gen.weight_version == 1 and res.versions == [1] * len(res.output_ids)
         servers[1].fail_update = True
@@ -130,8 +133,8 @@ async def test_bad_requests_bad_replies_and_timeouts_are_clear_errors(servers):
         servers[0].hold.clear()
         with pytest.raises(GenerationTimeout):
             await gen.generate(_req("hold-slow"))
-        assert "hold-slow" in servers[0].aborted, "a timed-out request is aborted on its server"
-        dead = SGLangGenerator(SGLangConfig(urls=["http://127.0.0.1:9"]))
+        assert any("-hold-slow-" in rid for rid in servers[0].aborted), "a timed-out request is aborted on its server"
+        dead = SGLangGenerator(SGLangConfig(urls=["http://127.0.0.1:9"], options=SGLangOptions(retries=0)))
         with pytest.raises(SGLangError, match="/generate"):
             await dead.generate(_req("nobody"))
         assert not await dead.healthy()
@@ -143,3 +146,8 @@ async def test_bad_requests_bad_replies_and_timeouts_are_clear_errors(servers):
         SGLangConfig(urls=[])
     with pytest.raises(ValueError, match="urls"):
         SGLangConfig(urls=["localhost:30000"])
+
+
+async def _until(predicate) -> None:
+    while not predicate():
+        await asyncio.sleep(0.01)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -43,12 +44,23 @@ def test_wandb_offline_run(tmp_path, monkeypatch):
     logger.close()
     records = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(records) == 1  # an offline run, ready for `wandb sync`
-    data = records[0].read_bytes()  # history values are stored as JSON text inside the protobuf records
-    for row in ROWS:
-        for key in ("train/success_rate", "learner/loss"):
-            assert key.encode() in data and json.dumps(row[key]).encode() in data
+    # history values are stored as JSON text inside the protobuf records, which W&B's own service process may
+    # still be flushing when finish() returns on a loaded machine: read until they are there (a hang guard)
+    needles = [n for row in ROWS for k in ("train/success_rate", "learner/loss") for n in (k, json.dumps(row[k]))]
+    data = _read_until(records[0], [n.encode() for n in needles], timeout_s=60)
+    for needle in needles:
+        assert needle.encode() in data
     assert b"phase" not in data  # strings stay in metrics.jsonl
     assert read_metrics(tmp_path / "metrics.jsonl") == ROWS
+
+
+def _read_until(path, needles: list[bytes], timeout_s: float) -> bytes:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        data = path.read_bytes()
+        if all(n in data for n in needles) or time.monotonic() > deadline:
+            return data
+        time.sleep(0.1)
 
 
 def test_only_jsonl_when_nothing_else_is_asked(tmp_path):

@@ -26,10 +26,16 @@ def traj(versions: list[int], mask: list[int], item: int = 0) -> Trajectory:
     )
 
 
-async def _pending(coro, wait_s: float = 0.05):
+async def _pending(coro, turns: int = 10):
+    """Start ``coro`` and give the loop ``turns`` passes (no clock): it runs until it blocks, or finishes."""
     task = asyncio.ensure_future(coro)
-    await asyncio.sleep(wait_s)
+    await _yield(turns)
     return task
+
+
+async def _yield(turns: int) -> None:
+    for _ in range(turns):
+        await asyncio.sleep(0)
 
 
 async def test_eta_zero_is_synchronous():
@@ -54,7 +60,7 @@ async def test_admission_bound_holds_and_is_reached_under_random_timing(eta):
     lags = []
 
     async def rollout(ticket):
-        await asyncio.sleep(rng.uniform(0, 0.004))
+        await _yield(rng.randrange(8))  # a random interleaving, the same on every machine
         await buffer.put(ticket, [traj([ticket.version], [1], item=ticket.index)])
 
     async def produce():
@@ -70,7 +76,7 @@ async def test_admission_bound_holds_and_is_reached_under_random_timing(eta):
         batch = await buffer.get()
         assert [t.task.item_id for t in batch] == [index]  # admission order
         lags.append(buffer.version - admitted_at[index])
-        await asyncio.sleep(rng.uniform(0, 0.004))  # the update
+        await _yield(rng.randrange(8))  # the update
         await buffer.advance()
     await producer
     assert max(lags) <= eta and buffer.stale_dropped == 0
@@ -155,7 +161,7 @@ async def test_pause_waits_for_requests_in_flight_and_holds_new_ones(chat):
     await asyncio.sleep(0)
     await generator.pause()
     assert first.done()  # pause returned only once the call in flight was answered
-    held = await _pending(generator.generate(request), 0.05)
+    held = await _pending(generator.generate(request))
     assert not held.done()
     generator.resume()
     result = await asyncio.wait_for(held, 1)

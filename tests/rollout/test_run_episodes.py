@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import itertools
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -16,6 +18,7 @@ from turnrl.engine.rollout.barrier import PhaseBarrier
 from turnrl.engine.rollout.episode import EpisodeRunner
 from turnrl.engine.rollout.lockstep import run_lockstep
 from turnrl.engine.rollout.run import EnvPool, RolloutStats, run_episodes
+from turnrl.errors import GenerationError
 from turnrl.protocol import GenerateRequest, Task
 
 
@@ -153,12 +156,16 @@ class _HangingEnv(SyntheticEnv):
 async def test_episode_deadline_ends_only_that_episode(chat):
     workload = Workload(WorkloadConfig(episodes=4, step_base_s=0.0, step_per_seq_s=0.0))
     generator = LatencyModelGenerator(workload, zero_cost=True)
-    config = EpisodeConfig(
-        turn_cap=8, max_new_tokens=512, max_total_tokens=8192, env_timeout_s=None, episode_timeout_s=0.2
-    )
+    config = EpisodeConfig(turn_cap=8, max_new_tokens=512, max_total_tokens=8192, env_timeout_s=None)
+    # Only the hung episode has a deadline: the others' outcome cannot depend on how loaded the machine is.
+    deadline = msgspec.structs.replace(config, episode_timeout_s=0.2)
     runners = [
         EpisodeRunner(
-            Task(env="synthetic", item_id=i), _HangingEnv(workload, zero_latency=True), generator, chat, config
+            Task(env="synthetic", item_id=i),
+            _HangingEnv(workload, zero_latency=True),
+            generator,
+            chat,
+            deadline if i == 0 else config,
         )
         for i in range(4)
     ]
@@ -166,6 +173,87 @@ async def test_episode_deadline_ends_only_that_episode(chat):
     assert hung.end_reason == "aborted" and "timed out" in hung.error
     assert len(hung.token_ids) == hung.prompt_len and not hung.turns  # no half turn is kept
     assert all(t.end_reason == "done" and len(t.turns) == workload.turns[t.task.item_id] for t in fine)
+
+
+async def test_an_env_factory_that_raises_ends_only_that_episode(chat):
+    workload = Workload(WorkloadConfig(episodes=6, step_base_s=0.0, step_per_seq_s=0.0))
+    generator = LatencyModelGenerator(workload, zero_cost=True)
+    acquisitions, failing = itertools.count(), {1, 4}
+
+    def factory():
+        n = next(acquisitions)
+        if n in failing:
+            raise RuntimeError(f"no env for acquisition {n}")
+        return _YieldingEnv(workload, zero_latency=True)
+
+    pool, stats = EnvPool(factory), RolloutStats()
+    config = EpisodeConfig(turn_cap=8, max_new_tokens=512, max_total_tokens=8192)
+    tasks = [Task(env="synthetic", item_id=i) for i in range(6)]
+    # every reset yields once, so the six episodes acquire in task order before any env is released
+    trajectories = await run_episodes(tasks, pool, generator, chat, config, concurrency=6, stats=stats)
+    await generator.close()
+    assert [t.task for t in trajectories] == tasks
+    failed = [t for t in trajectories if t.end_reason == "env_error"]
+    assert [t.task.item_id for t in failed] == [1, 4]
+    expected = [f"env creation failed: RuntimeError('no env for acquisition {n}')" for n in (1, 4)]
+    assert [t.error for t in failed] == expected
+    for t in failed:
+        assert not t.token_ids and not t.turns and t.turn_cap == 8
+    for t in trajectories:
+        if t not in failed:
+            assert t.end_reason == "done" and len(t.turns) == workload.turns[t.task.item_id]
+    assert stats.finished == 6 and stats.in_flight == 0
+    assert next(acquisitions) == pool.created == 6 and len(pool._idle) == 4  # the healthy envs went back
+
+
+class _YieldingEnv(SyntheticEnv):
+    async def reset(self, item_id):
+        await asyncio.sleep(0)
+        return await super().reset(item_id)
+
+
+class _FailingGenerator(Generator):
+    """Raises ``GenerationError`` on the given (item id, turn) requests; passes every other one on."""
+
+    def __init__(self, inner: Generator, fail_on: set[tuple[int, int]]):
+        self.inner, self.fail_on, self.failed = inner, fail_on, []
+
+    @property
+    def weight_version(self):
+        return self.inner.weight_version
+
+    async def generate(self, request):
+        item = int(request.session_id.split("-")[1])  # session ids read "<env>-<item>-<group>-<n>"
+        turn = int(request.request_id.rpartition("-")[2])  # request ids "<session>-<turn>"
+        if (item, turn) in self.fail_on:
+            self.failed.append((item, turn))
+            raise GenerationError(f"the model server fell over on item {item}")
+        return await self.inner.generate(request)
+
+
+async def test_a_generation_error_mid_episode_ends_only_that_episode_gen_error(chat):
+    workload = Workload(WorkloadConfig(episodes=6, step_base_s=0.0, step_per_seq_s=0.0))
+    turns = [int(n) for n in workload.turns]
+    # fail each chosen episode on its second-to-last turn: it had whole turns before, and would have had more
+    fail_on = {(i, turns[i] - 2) for i in (1, 4) if turns[i] >= 2}
+    assert fail_on, "the workload has no episode long enough: pick another seed"
+    inner = LatencyModelGenerator(workload, zero_cost=True)
+    generator = _FailingGenerator(inner, fail_on)
+    config = EpisodeConfig(turn_cap=8, max_new_tokens=512, max_total_tokens=8192)
+    tasks = [Task(env="synthetic", item_id=i) for i in range(6)]
+    pool = EnvPool(lambda: SyntheticEnv(workload, zero_latency=True))
+    trajectories = await run_episodes(tasks, pool, generator, chat, config, concurrency=3)
+    await inner.close()
+    assert sorted(generator.failed) == sorted(fail_on)
+    failed_items = {item for item, _ in fail_on}
+    for t in trajectories:
+        if t.task.item_id in failed_items:
+            turn = next(turn for item, turn in fail_on if item == t.task.item_id)
+            assert t.end_reason == "gen_error" and f"the model server fell over on item {t.task.item_id}" in t.error
+            assert len(t.turns) == turn and not t.success  # the turns before the failure are kept, whole
+            assert sum(t.loss_mask) == sum(turn.action_end - turn.action_start for turn in t.turns)
+        else:
+            assert t.end_reason == "done" and len(t.turns) == turns[t.task.item_id]
 
 
 async def test_thousands_of_episodes_at_once(chat):
@@ -209,3 +297,24 @@ async def test_bad_rollout_arguments(chat):
         EpisodeConfig(episode_timeout_s=0)
     with pytest.raises(ValueError, match="item_id"):
         SyntheticEnv(workload).reset_sync(2)
+
+
+async def test_latency_model_stamps_each_token_with_the_version_that_sampled_it():
+    """A version bump between two decode steps splits a running sequence's tokens; a hold delays the rest."""
+    n = 12
+    workload = Workload(WorkloadConfig(episodes=1, step_base_s=0.002, step_per_seq_s=0.0))
+    generator = LatencyModelGenerator(workload, tokens_of=lambda r: n)
+    loop = asyncio.get_running_loop()
+    request = asyncio.create_task(generator.generate(GenerateRequest(request_id="0", input_ids=[1])))
+    while generator.steps < 3:  # a few tokens sampled under version 0
+        await asyncio.sleep(0)
+    old, hold_s = generator.steps + 1, 0.05  # the step in progress finishes under the old weights
+    generator.hold(hold_s)
+    held_from = loop.time()
+    generator.bump_version()
+    result = await request
+    done = loop.time()
+    await generator.close()
+    assert result.versions == [0] * old + [1] * (n - old)
+    remaining = (n - old) * workload.step_cost_s(1)
+    assert done - held_from >= hold_s + remaining * 0.95  # the held time really passed before the rest

@@ -11,6 +11,7 @@ from turnrl.config.generation import GeneratorConfig
 from turnrl.config.train import EvalConfig, ModelConfig, RolloutConfig
 from turnrl.engine.records.metrics import read_metrics
 from turnrl.engine.training.loop import Trainer
+from turnrl.errors import ERROR_REASONS
 from turnrl.models.loading import save_policy
 from turnrl.recipes import demo_config
 
@@ -41,9 +42,19 @@ def test_training_through_the_generation_service(tmp_path, tiny_model, tokenizer
     assert [r["weight_version"] for r in rows] == [1, 2]
     assert all(r["train/episodes"] == 4 and r["train/valid_action_rate"] == 1.0 for r in rows)
     assert summary["final_success"] is not None
-    # with eta = 0 the buffer drops any token sampled under an older version than the learner's: step 2's
-    # episodes all reaching the learner means the service was at version 1 when it sampled them
-    assert rows[1]["train/episodes"] == 4 and rows[1]["buffer/stale_dropped"] == 0
+    # with eta = 0 the buffer drops (and counts, in every row) any episode sampled under an older version than
+    # the learner's: none dropped and all 4 trained means the service took each update before sampling again
+    assert [r["buffer/stale_dropped"] for r in rows] == [0, 0] and [r["train/episodes"] for r in rows] == [4, 4]
+    for row in rows:
+        assert_every_episode_ended_cleanly(row)
+
+
+def assert_every_episode_ended_cleanly(row: dict) -> None:
+    """Every trained episode has one end reason in the row, and none is a failure (end/* keys are only written
+    for reasons that occurred, so the sum is what can fail)."""
+    ends = {key: count for key, count in row.items() if key.startswith("end/")}
+    assert sum(ends.values()) == row["train/episodes"], ends
+    assert not {key.removeprefix("end/") for key in ends} & ERROR_REASONS, ends
 
 
 @pytest.mark.parametrize(
@@ -65,7 +76,7 @@ def test_overlapped_training_keeps_the_staleness_bound(tmp_path, tiny_model, tok
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and [r["weight_version"] for r in rows] == [1, 2, 3, 4]
     for row in rows:  # every token trained at most one version after it was sampled, and no episode lost
         assert row["staleness/max"] <= 1 and row["buffer/staleness_bound"] == 1
-        assert row.get("end/aborted", 0) == 0 and row.get("end/gen_error", 0) == 0
+        assert_every_episode_ended_cleanly(row)
     assert sum(r["train/episodes"] for r in rows) + rows[-1]["buffer/stale_dropped"] == 16
 
 

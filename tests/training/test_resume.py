@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import pickle
 
 import msgspec
 import pytest
-import torch
 
 from turnrl.config.curriculum import CurriculumConfig
 from turnrl.config.episode import EpisodeConfig
 from turnrl.config.train import EvalConfig, ModelConfig, RolloutConfig
-from turnrl.engine.records.checkpoint import latest_checkpoint, load_trainer_state
+from turnrl.engine.records.checkpoint import latest_checkpoint, load_learner_state, load_trainer_state
 from turnrl.engine.records.metrics import read_metrics
 from turnrl.engine.training.loop import Trainer
+from turnrl.errors import CheckpointError
 from turnrl.models.loading import save_policy
 from turnrl.recipes import demo_config
 
@@ -58,7 +60,7 @@ def test_resumed_run_continues_in_the_same_stage(tmp_path, config_for):
     final = latest_checkpoint(run)
     state = load_trainer_state(final)
     assert state["step"] == 4 and state["weight_version"] == 4
-    learner_state = torch.load(final / "learner.pt", weights_only=False)
+    learner_state = load_learner_state(final)
     assert learner_state["updates"] == 4 and "critic" in learner_state
     assert json.loads((run / "summary.json").read_text())["steps"] == 4
 
@@ -66,3 +68,22 @@ def test_resumed_run_continues_in_the_same_stage(tmp_path, config_for):
 def test_nothing_to_resume_is_an_error(tmp_path, config_for):
     with pytest.raises(ValueError, match="nothing to resume"):
         Trainer(config_for(tmp_path / "empty", 2), resume=True)
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def test_a_checkpoint_with_a_pickle_is_refused_before_anything_is_read(tmp_path, config_for):
+    run = tmp_path / "run"
+    Trainer(config_for(run, 1)).run()
+    marker = tmp_path / "code-ran"
+    (latest_checkpoint(run) / "learner.pt").write_bytes(pickle.dumps(_RunsCode(marker)))
+    with pytest.raises(CheckpointError, match=r"learner\.pt.*hold no pickle"):
+        Trainer(config_for(run, 2), resume=True).run()
+    assert not marker.exists()
+    assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1]  # nothing redone, nothing dropped

@@ -9,7 +9,10 @@ Invariants:
   request that arrives while a step runs joins at the next step, a finished one leaves; at most
   ``max_running`` sequences run, the rest wait in arrival order. Its clock is absolute (a late wake
   of the event loop does not stretch the model's time), and ``time_scale`` shrinks every latency;
-- with zero step costs it answers at once: the engine's own overhead is then all that is left.
+- with zero step costs it answers at once: the engine's own overhead is then all that is left;
+- every token carries the version of the decode step that sampled it: ``bump_version`` takes effect after the
+  step in progress (as a weight update applied between two decode steps), and ``hold(seconds)`` delays the next
+  step as a weight load would.
 """
 
 from __future__ import annotations
@@ -162,6 +165,9 @@ class LatencyModelGenerator(Generator):
         self.zero_cost = zero_cost
         self.token_id = token_id
         self._version = 0
+        self._version_steps: list[tuple[int, int]] = []  # (decode steps done when it took effect, version)
+        self._ready_at = 0.0  # the loop time before which no decode step starts (a weight load)
+        self._in_step = False  # a decode step is in progress (its time is passing)
         self._waiting: deque[_Sequence] = deque()
         self._running: list[tuple[int, int, _Sequence]] = []  # heap of (finish step, tie, sequence)
         self._tie = 0
@@ -179,15 +185,32 @@ class LatencyModelGenerator(Generator):
 
     def bump_version(self) -> int:
         self._version += 1
+        self._version_steps.append((self.steps + self._in_step, self._version))
         return self._version
+
+    def hold(self, seconds: float) -> None:
+        """No decode step starts in the next ``seconds`` (model time, already scaled)."""
+        self._ready_at = max(self._ready_at, asyncio.get_running_loop().time() + seconds)
+
+    def _version_at(self, step: int) -> int:
+        """The version that sampled decode step ``step`` (1-based)."""
+        version = 0
+        for done, v in self._version_steps:
+            if done < step:
+                version = v
+        return version
 
     def _result(self, seq: _Sequence, n: int) -> GenerateResult:
         stop = seq.request.sampling.max_new_tokens > n
+        if self.zero_cost or not self._version_steps:
+            versions = [self._version] * n
+        else:  # the sequence's tokens came from the last n decode steps
+            versions = [self._version_at(self.steps - n + 1 + j) for j in range(n)]
         return GenerateResult(
             request_id=seq.request.request_id,
             output_ids=[self.token_id] * n,
             logprobs=[0.0] * n,
-            versions=[self._version] * n,
+            versions=versions,
             finish_reason="stop" if stop else "length",
         )
 
@@ -221,9 +244,11 @@ class LatencyModelGenerator(Generator):
                 heapq.heappush(self._running, (self.steps + seq.remaining, self._tie, seq))
             running = len(self._running)
             cost = self.workload.step_cost_s(running)
-            clock += cost
+            clock = max(clock, self._ready_at) + cost
             delay = clock - loop.time()
+            self._in_step = True
             await asyncio.sleep(max(delay, 0.0))  # behind the model's clock: catch up, but let others run
+            self._in_step = False
             self.steps += 1
             self.busy_s += cost
             self.running_sum += running

@@ -14,6 +14,68 @@ GENERATOR_KINDS = ("local", "service", "sglang")
 WEIGHT_MODES = ("auto", "shared", "copy")
 
 
+SGLANG_WEIGHT_SYNC = ("disk", "nccl")
+SGLANG_ROUTING = ("direct", "router")
+SGLANG_MIN_VERSION = "0.5.23"  # pyproject's extra pins the same floor
+
+
+class SGLangOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """How turnrl talks to SGLang servers (``[rollout.generator.sglang]`` in a run config)."""
+
+    # disk: every server loads a directory it can read; nccl: the learner broadcasts to every server
+    weight_sync: str = "disk"
+    # direct: the client picks a server per GRPO group / session; router: ``urls`` is one sglang-router (manual
+    # policy) and ``worker_urls`` are the servers behind it, which control calls reach directly
+    routing: str = "direct"
+    worker_urls: tuple[str, ...] = ()
+    colocated: bool = False  # servers share the learner's GPUs: their memory is released while it trains
+    ready_timeout_s: float = 600.0  # wait for /health_generate before the first request
+    connect_timeout_s: float = 10.0
+    retries: int = 3  # connection errors retried per call, with exponential back-off
+    retry_backoff_s: float = 0.5
+    keepalive_expiry_s: float = 4.0  # below the server's 5 s keep-alive, so no stale connection is reused
+    max_connections_per_server: int = 256
+    resume_attempts: int = 8  # an aborted request's partial output is resumed at most this many times
+    # nccl: the learner is rank 0 of a group with every server's tensor-parallel ranks
+    nccl_master_address: str = "127.0.0.1"
+    nccl_master_port: int = 0  # 0: a free port on the learner's host
+    nccl_backend: str = "nccl"
+    server_ranks: int = 1  # ranks per server in the weight group (its tensor-parallel size)
+    bucket_mb: int = 512  # one broadcast per bucket of at most this many MiB
+
+    def __post_init__(self) -> None:
+        if self.weight_sync not in SGLANG_WEIGHT_SYNC:
+            kinds = ", ".join(SGLANG_WEIGHT_SYNC)
+            raise ValueError(f"sglang.weight_sync must be one of {kinds}, got {self.weight_sync!r}")
+        if self.routing not in SGLANG_ROUTING:
+            raise ValueError(f"sglang.routing must be one of {', '.join(SGLANG_ROUTING)}, got {self.routing!r}")
+        if self.routing == "router" and not self.worker_urls:
+            raise ValueError("sglang.worker_urls must name the servers behind the router for routing 'router'")
+        for url in self.worker_urls:
+            _check_url("sglang.worker_urls", url)
+        for name in ("ready_timeout_s", "connect_timeout_s", "keepalive_expiry_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"sglang.{name} must be > 0, got {getattr(self, name)}")
+        if self.retries < 0 or self.retry_backoff_s < 0:
+            raise ValueError("sglang.retries and sglang.retry_backoff_s must be >= 0")
+        if self.keepalive_expiry_s >= 5.0:
+            raise ValueError(
+                f"sglang.keepalive_expiry_s must be below the server's 5 s keep-alive, got {self.keepalive_expiry_s}"
+            )
+        for name in ("max_connections_per_server", "resume_attempts", "server_ranks", "bucket_mb"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"sglang.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.nccl_master_port < 65536:
+            raise ValueError(f"sglang.nccl_master_port must be a port number, got {self.nccl_master_port}")
+        if self.nccl_backend not in ("nccl", "gloo"):
+            raise ValueError(f"sglang.nccl_backend must be 'nccl' or 'gloo', got {self.nccl_backend!r}")
+
+
+def _check_url(key: str, url: str) -> None:
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"{key}: {url!r} is not an http(s) URL")
+
+
 class GeneratorConfig(msgspec.Struct, frozen=True, kw_only=True):
     kind: str = "local"  # local: in process (shares the learner's model); service: a GenerationService process;
     # sglang: running SGLang servers (weights handed over through a directory they can read)
@@ -27,6 +89,7 @@ class GeneratorConfig(msgspec.Struct, frozen=True, kw_only=True):
     # local and service: requests running across a weight update "continue" under the new weights (every token
     # records its version) or "abort" and are resumed from their partial output
     in_flight: InFlightPolicy = "continue"
+    sglang: SGLangOptions = SGLangOptions()  # kind sglang: how the servers are reached and updated
 
     def __post_init__(self) -> None:
         if self.weights not in WEIGHT_MODES:
@@ -73,14 +136,25 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
 class SGLangConfig(msgspec.Struct, frozen=True, kw_only=True):
     urls: list[str]
     request_timeout_s: float | None = None
-    connect_timeout_s: float = 10.0
-    max_connections: int = 1024
+    options: SGLangOptions = SGLangOptions()
+    # running requests across a weight update: "continue" (retracted, then decoded under the new weights) or
+    # "abort" (their partial output is resumed after the update)
+    in_flight: InFlightPolicy = "continue"
 
     def __post_init__(self) -> None:
         if not self.urls:
             raise ValueError("urls must name at least one SGLang server")
         for url in self.urls:
-            if not url.startswith(("http://", "https://")):
-                raise ValueError(f"urls: {url!r} is not an http(s) URL")
+            _check_url("urls", url)
+        if self.options.routing == "router" and len(self.urls) != 1:
+            raise ValueError(f"routing 'router' takes the router's one URL in urls, got {len(self.urls)}")
         if self.request_timeout_s is not None and self.request_timeout_s <= 0:
             raise ValueError(f"request_timeout_s must be > 0, got {self.request_timeout_s}")
+        if self.in_flight not in ("continue", "abort"):
+            raise ValueError(f"in_flight must be 'continue' or 'abort', got {self.in_flight!r}")
+
+    @property
+    def servers(self) -> list[str]:
+        """The SGLang servers themselves (behind the router, or the URLs when there is none)."""
+        urls = self.options.worker_urls if self.options.routing == "router" else self.urls
+        return [u.rstrip("/") for u in urls]

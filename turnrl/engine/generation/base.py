@@ -57,6 +57,10 @@ class Generator(ABC):
         A generator that serves no trainable model (a scripted or modelled one) refuses."""
         raise NotImplementedError(f"{type(self).__name__} cannot take new weights")
 
+    async def yield_accelerator(self) -> None:  # noqa: B027 - optional hook
+        """The learner is about to train: a generator sharing its accelerator frees its memory until the next
+        ``push_weights`` (SGLang servers in colocated mode); others do nothing."""
+
     def reads_weights_of(self, model) -> bool:
         """True when this generator samples from ``model`` itself: then ``model`` may change only while no
         generation runs (see ``PausableGenerator``). A generator with weights of its own returns False."""

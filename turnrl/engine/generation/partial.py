@@ -55,6 +55,7 @@ def continuation(request: GenerateRequest, partial: GenerateResult) -> GenerateR
         input_ids=list(request.input_ids) + done,
         sampling=sampling,
         session_id=request.session_id,
+        group_key=request.group_key,
         allowed=allowed,
     )
 

@@ -4,7 +4,8 @@ Invariants:
 - every call is answered exactly once: with the reply whose ``request_id`` matches it, ``BadRequest`` (a
   ``ValueError``) for a call the service refused as malformed or a duplicate, ``ServiceError`` for any other error
   reply, or a ``TimeoutError`` when the client-side timeout passes (the service is then told to abort it); any
-  number of calls share the socket concurrently, matched by request id;
+  number of calls share the socket concurrently, matched by request id; a reply that does not decode fails the
+  call it names with ``ServiceError`` [malformed] (one naming none is counted in ``bad_replies``);
 - ``generate`` returns a result only for stop/length; a service-side timeout raises ``GenerationTimeout`` (a
   ``TimeoutError``, so an episode ends with ``gen_timeout``) carrying the partial result; a request aborted by a
   weight update under the ``abort`` policy is resumed from its partial output (``resubmit_on_update``; see
@@ -84,6 +85,7 @@ class ServiceGenerator(Generator):
         self._ids = itertools.count()
         self._tag = uuid.uuid4().hex[:8]
         self.unmatched_errors: list[ErrorReply] = []  # error replies to frames the service could not read
+        self.bad_replies = 0  # replies that did not decode
 
     @property
     def weight_version(self) -> int:
@@ -106,8 +108,9 @@ class ServiceGenerator(Generator):
             frames = await self._socket.recv_multipart()
             try:
                 reply = _reply_decoder.decode(frames[-1])
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                continue  # not from a service speaking this protocol
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                self._fail_unreadable(frames[-1], exc)
+                continue
             if isinstance(reply, GenerateReply) and reply.result.versions:
                 self._version = max(self._version, max(reply.result.versions))
             elif isinstance(reply, AckReply | ServiceStats):
@@ -120,6 +123,17 @@ class ServiceGenerator(Generator):
                 continue  # the caller gave up waiting (client-side timeout)
             if not future.done():
                 future.set_result(reply)
+
+    def _fail_unreadable(self, frame: bytes, exc: Exception) -> None:
+        """A reply that does not decode fails the call it names (a msgpack map with a waiting ``request_id``) with
+        ``ServiceError`` [malformed]; one that names none is counted in ``bad_replies`` (its call times out)."""
+        self.bad_replies += 1
+        with contextlib.suppress(msgspec.DecodeError):
+            loose = msgspec.msgpack.decode(frame)
+            request_id = loose.get("request_id") if isinstance(loose, dict) else None
+            future = self._futures.pop(request_id, None) if isinstance(request_id, str) else None
+            if future is not None and not future.done():
+                future.set_exception(ServiceError("malformed", f"the reply does not decode: {exc}", request_id))
 
     async def call(self, call, timeout_s: float | None = None):
         """Send one call and wait for its reply; an error reply raises ``ServiceError``."""

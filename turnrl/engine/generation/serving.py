@@ -1,7 +1,8 @@
 """The generator a training run asks for: in process, a GenerationService process it starts, or SGLang servers.
 
 Invariant: the returned generator starts at ``weight_version`` (a resumed run continues its count) and serves the
-learner's current weights; ``close()`` on it also stops a service process started here.
+learner's current weights; ``close()`` on it also stops a service process started here; SGLang servers have
+answered ``/health_generate`` before it is returned.
 """
 
 from __future__ import annotations
@@ -63,12 +64,25 @@ async def open_generator(
         return generator
     from turnrl.engine.generation.sglang import SGLangGenerator
 
-    generator = SGLangGenerator(
-        SGLangConfig(urls=list(config.urls), request_timeout_s=config.request_timeout_s), initial_version=weight_version
+    if config.sglang.colocated and staleness > 0:
+        raise ValueError(
+            "rollout.generator.sglang.colocated: servers that free the learner's GPUs cannot generate while it "
+            f"trains; use rollout.staleness = 0 (got {staleness}) or separate GPUs"
+        )
+    sglang = SGLangConfig(
+        urls=list(config.urls),
+        request_timeout_s=config.request_timeout_s,
+        options=config.sglang,
+        in_flight=config.in_flight,
     )
-    if weight_version:  # a resumed run: the servers hold the weights they were launched with
-        await asyncio.to_thread(save_policy, model, tokenizer, staging)
-        await generator.update_weights(str(staging.resolve()), version=weight_version + 1)
+    generator = SGLangGenerator(sglang, initial_version=weight_version - 1 if weight_version else 0)
+    try:
+        await generator.wait_ready()  # SGLang answers 503 while it loads: no request before it is ready
+        if weight_version:  # a resumed run: the servers hold the weights they were launched with
+            await generator.push_weights(model, tokenizer, staging)
+    except BaseException:
+        await generator.close()
+        raise
     return generator
 
 

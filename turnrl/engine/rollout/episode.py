@@ -156,6 +156,7 @@ class EpisodeRunner:
             request_id=f"{self.session_id}-{len(self.turns)}",
             input_ids=list(self.token_ids),
             session_id=self.session_id,
+            group_key=f"{self.task.split}-{self.task.env}-{self.task.item_id}-{self.task.group}",
             allowed=allowed,
             sampling=SamplingParams(
                 temperature=self.config.temperature,

@@ -1,7 +1,8 @@
 """Run many episodes at once as coroutines and collect their trajectories.
 
 Invariant: one trajectory per task, in task order, whatever happened in the
-episode (a failure is a recorded end reason, never an exception out of here);
+episode (a failure is a recorded end reason, never an exception out of here: an env
+factory that raises ends that episode ``env_error`` with no tokens);
 at most ``concurrency`` episodes hold an environment at a time, and an env is
 reused only after its episode finished (an env that failed is closed, not reused); a new
 episode starts as soon as a slot frees. ``RolloutStats`` counts what ran (episodes in flight,
@@ -89,6 +90,21 @@ class RolloutStats:
         self.finished += 1
 
 
+def env_failure(task: Task, config: EpisodeConfig, error: str) -> Trajectory:
+    """The trajectory of an episode that never got an env: no tokens, ``env_error``."""
+    return Trajectory(
+        task=task,
+        token_ids=[],
+        loss_mask=[],
+        logprobs=[],
+        versions=[],
+        prompt_len=0,
+        turn_cap=config.turn_cap,
+        end_reason="env_error",
+        error=error,
+    )
+
+
 async def run_episodes(
     tasks: list[Task],
     pool: EnvPool,
@@ -106,8 +122,11 @@ async def run_episodes(
     async def one(task: Task) -> Trajectory:
         async with slots:
             stats.started()
-            env = pool.acquire()
             try:
+                try:
+                    env = pool.acquire()
+                except Exception as exc:  # the env factory failed: this episode ends, the batch goes on
+                    return env_failure(task, config, f"env creation failed: {exc!r}")
                 trajectory = await EpisodeRunner(task, env, generator, chat, config).run()
             finally:
                 stats.ended()

@@ -71,6 +71,7 @@ class Trainer:
             trained_version, update_start = generator.weight_version, time.perf_counter()
             if in_place:
                 await serving.pause()
+            await generator.yield_accelerator()  # colocated servers free the GPUs; push_weights takes them back
             trainable = self._trainable(rollout.trajectories)  # the learner works off the event loop:
             stats = await asyncio.to_thread(run.learner.update, trainable) if trainable else {}  # episodes go on
             await generator.push_weights(run.model, run.tokenizer, run.staging_dir)

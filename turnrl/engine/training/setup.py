@@ -3,9 +3,10 @@
 Invariants:
 - bad env options fail in ``check_env`` before any model is built;
 - a fresh run writes ``config.json`` and, for the embedded default, ``base_model/`` (the warmed-up policy RL starts
-  from); a resumed run restores weights, optimizer, critic/reference, RNG (torch's and the generator's), weight
-  version, turn-cap schedule stage and the held-out evaluations so far, and drops the metrics rows of the steps it
-  will redo;
+  from); a resumed run restores weights, optimizer, critic/reference, RNG (torch's, Python's, numpy's and the
+  generator's), weight version, turn-cap schedule stage and the held-out evaluations so far, and drops the
+  metrics rows of the steps it will redo; a checkpoint is read without pickle, and one holding a pickle-format
+  file is refused (``CheckpointError``) before any of its files is read;
 - ``checkpoint`` saves exactly what a resume restores; ``close`` releases the generator (stopping a service process
   it started) and the envs, also after a failure.
 """
@@ -25,7 +26,14 @@ from turnrl.config import TrainConfig, to_dict
 from turnrl.engine.eval.heldout import HeldOutEvaluator
 from turnrl.engine.generation.base import Generator
 from turnrl.engine.generation.serving import open_generator, staging_dir
-from turnrl.engine.records.checkpoint import load_trainer_state, save_checkpoint
+from turnrl.engine.records.checkpoint import (
+    check_no_pickle,
+    load_learner_state,
+    load_rng_states,
+    load_trainer_state,
+    restore_rng_states,
+    save_checkpoint,
+)
 from turnrl.engine.records.loggers import MetricsLogger
 from turnrl.engine.records.metrics import drop_rows_after
 from turnrl.engine.records.reporter import Reporter
@@ -101,6 +109,8 @@ async def open_training_run(config: TrainConfig, resume_from: Path | None, repor
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2, sort_keys=True))
     torch.manual_seed(cfg.seed)
+    if resume_from is not None:
+        check_no_pickle(resume_from)  # before any file of it is read
     model, tokenizer, warmup_losses = await _policy(cfg, resume_from, reporter)
     resumed = load_trainer_state(resume_from) if resume_from is not None else None
     generator = await open_generator(
@@ -155,10 +165,10 @@ async def open_training_run(config: TrainConfig, resume_from: Path | None, repor
         seconds={"start": start, "warmup": time.perf_counter() - start},
     )
     if resumed is not None:
-        run.learner.load_state_dict(torch.load(resume_from / "learner.pt", weights_only=False))
+        run.learner.load_state_dict(load_learner_state(resume_from))
         run.schedule.load_state_dict(resumed["curriculum"])
-        rng = torch.load(resume_from / "rng.pt")
-        torch.set_rng_state(rng["torch"])
+        rng = load_rng_states(resume_from)
+        restore_rng_states(rng)
         generator.set_rng_state(rng.get("generator"))
         run.first_step, run.evals = resumed["step"] + 1, resumed["evals"]
         drop_rows_after(run_dir / "metrics.jsonl", resumed["step"])

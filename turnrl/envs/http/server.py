@@ -11,8 +11,8 @@ around" ``observation`` apart, ``task_name``, ``var_num``); BabyAI items map to
 AgentGym's 40 levels.
 
 Invariant, unlike the originals: every error is an HTTP 4xx/5xx with a JSON body
-``{"error": ...}`` (unknown id 404, malformed body 422, bad item id 400, step
-after done 409, too many live envs 429, env failure 500); live envs are capped
+``{"error": ...}`` (unknown id 404, malformed body 422 -- a missing, mistyped or unknown field, named in
+``detail`` --, bad item id 400, step after done 409, too many live envs 429, env failure 500); live envs are capped
 and idle ones reaped (``EnvTable``); env work runs in worker threads; the server
 binds to 127.0.0.1 unless told otherwise.
 """
@@ -38,7 +38,7 @@ SERVER_ENV_OPTIONS: dict[str, dict[str, Any]] = {"babyai": {"level": "all"}}
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")  # an unknown field is an error (422), as on every turnrl wire
 
 
 class IdBody(_Body):

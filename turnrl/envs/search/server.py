@@ -4,8 +4,9 @@
 
 ``POST /retrieve {"queries": [...], "topk": k, "return_scores": bool}`` -> ``{"result": [[hit, ...], ...]}``
 with a hit ``{"contents": "\\"Title\\"\\ntext"}``, or ``{"document": {"contents": ...}, "score": 0.0}``
-when ``return_scores`` (this server does not expose scores: 0.0). A malformed body gets 422
-with ``{"error": ...}`` and the server keeps serving.
+when ``return_scores`` (this server does not expose scores: 0.0). A malformed body (not JSON, a missing
+``queries``, a wrong type, an unknown field) gets 422 with ``{"error": ...}`` naming it, and the server keeps
+serving.
 
 Invariant: the server only reads the retriever; requests are served one thread each, the
 retriever behind a lock (bm25s is not documented as thread-safe).
@@ -20,9 +21,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import msgspec
+
 from turnrl.envs.search.retrievers import Retriever, make_retriever
 
 MAX_BODY_BYTES = 1 << 20
+
+
+class RetrieveBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """A ``/retrieve`` request, read strictly: a missing ``queries``, a wrong type or an unknown field is a 422."""
+
+    queries: list[str]
+    topk: int = 3
+    return_scores: bool = False
 
 
 def _handler(retriever: Retriever, lock: threading.Lock) -> type[BaseHTTPRequestHandler]:
@@ -34,13 +45,12 @@ def _handler(retriever: Retriever, lock: threading.Lock) -> type[BaseHTTPRequest
             if not 0 < length <= MAX_BODY_BYTES:
                 return self._send(422, {"error": f"body must be 1..{MAX_BODY_BYTES} bytes of JSON"})
             try:
-                body = json.loads(self.rfile.read(length))
-                queries, topk = body["queries"], body.get("topk", 3)
+                body = msgspec.json.decode(self.rfile.read(length), type=RetrieveBody, strict=True)
                 with lock:
-                    result = retriever.search(queries, topk)
-            except (ValueError, KeyError, TypeError) as error:
+                    result = retriever.search(body.queries, body.topk)
+            except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError) as error:
                 return self._send(422, {"error": f"bad request: {error}"})
-            if body.get("return_scores"):
+            if body.return_scores:
                 hits = [[{"document": {"contents": p.contents}, "score": 0.0} for p in row] for row in result]
             else:
                 hits = [[{"contents": p.contents} for p in row] for row in result]

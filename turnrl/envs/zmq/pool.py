@@ -11,7 +11,8 @@ Invariants:
 - an env whose worker was replaced fails its next ``step``, but a ``reset`` re-creates it on a live
   worker, so a pooled env survives a restart between episodes;
 - frames are msgspec msgpack both ways; a frame from a worker that does not decode is counted in
-  ``bad_frames`` and dropped, never fatal.
+  ``bad_frames`` and never fatal: it fails, with an ``EnvError`` naming the decode error, the call it names
+  (a msgpack map with a pending ``call_id``) or, when it names none, every call in flight on that worker.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import msgspec
 import zmq
@@ -31,7 +33,7 @@ import zmq.asyncio
 
 from turnrl.config.envs import EnvWorkerConfig
 from turnrl.envs.base import Env
-from turnrl.errors import EnvWorkerLost
+from turnrl.errors import EnvError, EnvWorkerLost
 from turnrl.protocol import EnvCall, EnvReply, EnvResult, WorkerHeartbeat, WorkerMessage, decode, encode
 
 
@@ -46,11 +48,15 @@ class _Worker:
         self.last_seen = 0.0
         self.envs = 0
         self.replies = 0
+        self.heartbeats = 0
 
 
 class EnvWorkerPool:
-    def __init__(self, config: EnvWorkerConfig | None = None):
+    """``clock`` (seconds, monotonic) measures heartbeat silence; a test may pass one it advances by hand."""
+
+    def __init__(self, config: EnvWorkerConfig | None = None, clock: Callable[[], float] = time.monotonic):
         self.config = config = config or EnvWorkerConfig()
+        self.clock = clock
         self._dir = tempfile.mkdtemp(prefix="turnrl-envw-")
         self.endpoint = f"ipc://{self._dir}/router.sock"
         self._ctx = zmq.asyncio.Context()
@@ -86,9 +92,13 @@ class EnvWorkerPool:
         worker.generation += 1
         worker.identity = f"w{worker.index}.{worker.generation}".encode()
         worker.ready = asyncio.Event()
-        worker.last_seen = time.monotonic()
+        worker.last_seen = self.clock()
         worker.envs = 0
         self._by_identity[worker.identity] = worker
+        worker.process = subprocess.Popen(self._command(worker), stdin=subprocess.DEVNULL)
+
+    def _command(self, worker: _Worker) -> list[str]:
+        """The command line of ``worker``'s process (connects to ``endpoint`` as ``worker.identity``)."""
         cmd = [
             sys.executable,
             "-m",
@@ -104,7 +114,7 @@ class EnvWorkerPool:
         ]
         for plugin in self.config.plugins:
             cmd += ["--plugin", plugin]
-        worker.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        return cmd
 
     def _restart(self, worker: _Worker, why: str) -> None:
         lost = EnvWorkerLost(f"env worker {worker.index} (pid {worker.process.pid}) {why}")
@@ -122,7 +132,7 @@ class EnvWorkerPool:
     async def _monitor(self) -> None:
         while True:
             await asyncio.sleep(self.config.heartbeat_s)
-            now = time.monotonic()
+            now = self.clock()
             for worker in self.workers:
                 code = worker.process.poll()
                 if code is not None:
@@ -140,11 +150,13 @@ class EnvWorkerPool:
                 continue  # a replaced worker's last words
             try:
                 message = decode(frame, WorkerMessage)
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 self.bad_frames += 1
+                self._fail_unreadable(worker, frame, exc)
                 continue
-            worker.last_seen = time.monotonic()
+            worker.last_seen = self.clock()
             if isinstance(message, WorkerHeartbeat):
+                worker.heartbeats += 1
                 worker.ready.set()
                 continue
             future = worker.pending.pop(message.call_id, None)
@@ -155,6 +167,21 @@ class EnvWorkerPool:
             worker.replies += 1
             if not future.done():
                 future.set_result(message)
+
+    def _fail_unreadable(self, worker: _Worker, frame: bytes, exc: Exception) -> None:
+        """A frame from ``worker`` that is no ``WorkerMessage`` fails the call it names (a msgpack map with a
+        pending ``call_id``), or else every call in flight on that worker: which one it answered is unknown."""
+        call_id = None
+        with contextlib.suppress(msgspec.DecodeError):
+            loose = msgspec.msgpack.decode(frame)
+            if isinstance(loose, dict) and isinstance(loose.get("call_id"), int) and loose["call_id"] in worker.pending:
+                call_id = loose["call_id"]
+        ids = [call_id] if call_id is not None else list(worker.pending)
+        error = EnvError(f"env worker {worker.index} sent a frame that does not decode ({exc}); this call is lost")
+        for i in ids:
+            future = worker.pending.pop(i)
+            if not future.done():
+                future.set_exception(error)
 
     async def close(self) -> None:
         for task in self._tasks:

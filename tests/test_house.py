@@ -25,7 +25,15 @@ LAYERS: list[tuple[str, ...]] = [
     ("turnrl.engine.eval",),
     ("turnrl.engine.training",),
     ("turnrl.engine.distributed",),
-    ("turnrl.rollout_engine", "turnrl.recipes", "turnrl.viewer", "turnrl.cli_progress", "turnrl.agentgym_eval"),
+    (
+        "turnrl.rollout_engine",
+        "turnrl.recipes",
+        "turnrl.viewer",
+        "turnrl.cli_progress",
+        "turnrl.agentgym_eval",
+        "turnrl.bench",
+    ),
+    ("turnrl.integrations",),  # adapters into other trainers (TRL), over RolloutEngine
     ("turnrl.cli",),
     ("turnrl",),  # the package's own __init__ (lazy re-exports)
 ]

@@ -1,4 +1,4 @@
-"""Command line: ``turnrl train | eval | view | serve-env | env-worker``.
+"""Command line: ``turnrl train | eval | view | serve-env | env-worker | bench rollout``.
 
 Invariant: a bad value on the command line (unknown env or algorithm, negative
 steps, a model path that is not a model directory, a malformed option) prints one
@@ -367,6 +367,113 @@ def _eval_agentgym(cfg, families: list[str], warmup_episodes: int, json_path: st
         + "\n\n"
     )
     return header + paper_table(reports), reports
+
+
+bench_app = typer.Typer(no_args_is_help=True, help="Measure rollout throughput on your own setup.")
+app.add_typer(bench_app, name="bench")
+
+
+def _env_options(items: list[str]) -> dict[str, str]:
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--env-option must be KEY=VALUE, got {item!r}")
+        options[key] = value
+    return options
+
+
+@bench_app.command("rollout")
+def bench_rollout(
+    env: str | None = typer.Option(None, help="A registered env family (babyai, textcraft, ...)."),
+    env_url: str | None = typer.Option(None, help="Or the base URL of an AgentGym-style env server."),
+    env_protocol: str = typer.Option("agentgym", help="The remote server's protocol (agentgym, searchqa, ...)."),
+    env_option: Annotated[
+        list[str] | None, typer.Option("--env-option", help="KEY=VALUE option of the family (repeatable).")
+    ] = None,
+    env_workers: int = typer.Option(0, help="Run the family's envs in this many EnvWorker processes (0: in process)."),
+    generator: str = typer.Option("local", help="local (in process), service (a GenerationService process) or sglang."),
+    sglang_urls: str | None = typer.Option(None, help="Comma-separated SGLang server base URLs (--generator sglang)."),
+    model: str | None = typer.Option(None, help="A local HF model directory (default: the embedded tiny model)."),
+    episodes: int | None = typer.Option(None, help="Episodes per mode (default 64; --quick 8)."),
+    concurrency: int | None = typer.Option(None, help="Episodes at once: async slots, lock-step batch (default 16)."),
+    max_turns: int | None = typer.Option(None, help="Turn cap (default: the env's)."),
+    max_new_tokens: int = typer.Option(32, help="Tokens per reply at most."),
+    time_limit: float | None = typer.Option(None, help="Seconds per mode; a mode cut short reports what it did."),
+    repeats: int = typer.Option(1, help="Rounds of every mode, interleaved; each mode reports its median round."),
+    workload: str | None = typer.Option(
+        None, help="A fixed published workload instead of --env: agentic, agentic-overhead or agentic-scale."
+    ),
+    time_scale: float | None = typer.Option(None, help="--workload: shrink every latency (default 0.25; quick 0.05)."),
+    quick: bool = typer.Option(
+        False, help="A small run: 8 episodes, 8 at once, turn cap 4 (--workload: its quick size)."
+    ),
+    seed: int = typer.Option(0, help="Sampling seed."),
+    json_path: str | None = typer.Option(None, "--json", help="Write the result as JSON."),
+    png: str | None = typer.Option(None, help="Write throughput and episodes in flight over time as a PNG."),
+) -> None:
+    """Run the same tasks async and in lock-step; print env steps/s, tokens/s, generator busy share, running batch
+    and turn latency (generation and env), and the async / lock-step ratio."""
+    import asyncio
+
+    from turnrl.bench.report import table, write_json, write_png
+    from turnrl.bench.run import run_plan
+
+    try:
+        if workload is not None:
+            from turnrl.bench.presets import preset_plan
+
+            given = {
+                "--env": env,
+                "--env-url": env_url,
+                "--env-option": env_option,
+                "--env-workers": env_workers or None,
+                "--generator": None if generator == "local" else generator,
+                "--sglang-urls": sglang_urls,
+                "--model": model,
+                "--episodes": episodes,
+                "--concurrency": concurrency,
+                "--max-turns": max_turns,
+            }
+            clash = [flag for flag, value in given.items() if value]
+            if clash:
+                raise ValueError(f"--workload fixes the env, generator and sizes; {', '.join(clash)} do not apply")
+            if repeats < 1:
+                raise ValueError(f"--repeats must be >= 1, got {repeats}")
+            plan = preset_plan(workload, quick=quick, time_scale=time_scale, time_limit_s=time_limit, repeats=repeats)
+        else:
+            from turnrl.bench.setup import build_plan
+            from turnrl.config.bench import RolloutBenchConfig
+
+            if time_scale is not None:
+                raise ValueError("--time-scale applies only with --workload")
+            config = RolloutBenchConfig(
+                env=env,
+                env_url=env_url,
+                env_protocol=env_protocol,
+                env_options=_env_options(env_option or []),
+                env_workers=env_workers,
+                generator=generator,
+                sglang_urls=tuple(u for u in (sglang_urls or "").split(",") if u),
+                model=model,
+                episodes=episodes if episodes is not None else (8 if quick else 64),
+                concurrency=concurrency if concurrency is not None else (8 if quick else 16),
+                max_turns=max_turns if max_turns is not None else (4 if quick else None),
+                max_new_tokens=max_new_tokens,
+                time_limit_s=time_limit,
+                repeats=repeats,
+                seed=seed,
+            )
+            plan = build_plan(config)
+    except ValueError as exc:
+        _fail(str(exc))
+
+    result = asyncio.run(run_plan(plan))
+    print(table(result), flush=True)
+    if json_path is not None:
+        print(f"turnrl: wrote {write_json(result, json_path)}", file=sys.stderr)
+    if png is not None:
+        print(f"turnrl: wrote {write_png(result, png)}", file=sys.stderr)
 
 
 @app.command()

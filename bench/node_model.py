@@ -27,8 +27,8 @@ import torch
 from latency_model import LatencyModelGenerator, SyntheticEnv, Workload, WorkloadConfig
 from virtual_time import VirtualClockLoop
 
+from turnrl.bench.presets import synthetic_episode_config
 from turnrl.config import TrainConfig
-from turnrl.config.episode import EpisodeConfig
 from turnrl.engine.eval.heldout import HeldOutEvaluator
 from turnrl.engine.generation.base import Generator, GeneratorStats
 from turnrl.engine.records.loggers import MetricsLogger
@@ -175,16 +175,6 @@ def _chat() -> tuple[ChatFormat, object]:
     return ChatFormat(tokenizer), tokenizer
 
 
-def episode_config(workload: Workload) -> EpisodeConfig:
-    c = workload.config
-    return EpisodeConfig(
-        turn_cap=c.max_turns,
-        max_new_tokens=c.tokens_cap,
-        max_total_tokens=(c.tokens_cap + 64) * (c.max_turns + 1),
-        env_timeout_s=2 * c.env_cap_s + 5.0,
-    )
-
-
 def run_modelled(
     config: TrainConfig, workload_config: WorkloadConfig, costs: NodeCosts, generation_gpus: int | None
 ) -> dict:
@@ -196,7 +186,7 @@ def run_modelled(
     if not 0 < servers <= costs.gpus or train_gpus < 1:
         raise ValueError(f"generation GPUs must leave at least one of {costs.gpus} to train, got {generation_gpus}")
     load_seconds = costs.colocated_switch_s if colocated else costs.broadcast_s
-    episode = episode_config(workload)
+    episode = synthetic_episode_config(workload)
     config = msgspec.structs.replace(config, rollout=msgspec.structs.replace(config.rollout, episode=episode))
     chat, tokenizer = _chat()
     generator = NodeGenerator(workload, servers, load_seconds)

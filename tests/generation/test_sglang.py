@@ -78,7 +78,7 @@ async def test_abort_pause_continue_and_weight_update_reach_every_server(servers
         servers[0].hold.clear()
         servers[1].hold.clear()
         held = asyncio.create_task(gen.generate(_req("hold-1", session="s")))
-        arrived = lambda: any(path == "/generate" and body.rid == "hold-1" for s in servers for path, body in s.calls)  # noqa: E731
+        arrived = lambda: any(path == "/generate" and "-hold-1-" in body.rid for s in servers for path, body in s.calls)  # noqa: E731
         await asyncio.wait_for(_until(arrived), 30)  # a hang guard: the request is held on its server now
         assert not held.done()
         await gen.abort("hold-1")

@@ -19,7 +19,7 @@ from turnrl.protocol import Task
 @pytest.fixture()
 async def rollouts(tiny_model, tokenizer, chat):
     generator = LocalGenerator(tiny_model, tokenizer.pad_token_id, use_thread=False)
-    pool = EnvPool(lambda: BabyAIEnv("GoToLocal"))
+    pool = EnvPool(lambda: BabyAIEnv("GoToLocal", layout="turnrl"))  # the layout the demo trains on
     tasks = [Task(env="babyai", item_id=item, group=g) for g, item in enumerate([3, 10, 11, 12]) for _ in range(4)]
     config = EpisodeConfig(turn_cap=3, max_new_tokens=4, constrain_to_valid_actions=True)
     trajectories = await run_episodes(tasks, pool, generator, chat, config)

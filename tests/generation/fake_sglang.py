@@ -386,3 +386,8 @@ class FakeSGLang:
         self.hold.set()
         self.server.shutdown()
         self.server.server_close()
+        if getattr(self, "group", None) is not None:  # a process that hosts several fakes in turn reuses the name
+            from turnrl.engine.generation.weight_broadcast import leave_weight_group
+
+            leave_weight_group(self.group)
+            self.group = None

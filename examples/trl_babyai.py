@@ -37,8 +37,9 @@ from turnrl.envs import get_env_spec, make_env
 from turnrl.integrations.trl import TurnrlRollout, env_reward
 from turnrl.models.chat import ChatFormat
 from turnrl.models.loading import load_policy, save_policy
+from turnrl.recipes import BABYAI_DEMO
 
-ENV, OPTIONS = "babyai", {"level": "GoToLocal"}
+ENV, OPTIONS = "babyai", dict(BABYAI_DEMO.env.options)  # the main job's layout: its base_model/ fits
 
 
 def base_policy(args):

@@ -20,6 +20,7 @@ class EpisodeConfig(msgspec.Struct, frozen=True, kw_only=True):
     episode_timeout_s: float | None = None
     reward_mode: str = "last"  # "last" (AgentGym: the last step's reward) or "sum" over turns
     constrain_to_valid_actions: bool = False  # sample only replies that perform a currently valid action
+    invalid_reply_penalty: float = 0.0  # subtracted from the episode's reward per reply the env found invalid
 
     def __post_init__(self) -> None:
         if self.turn_cap < 1:
@@ -30,5 +31,7 @@ class EpisodeConfig(msgspec.Struct, frozen=True, kw_only=True):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be > 0 or None, got {value}")
+        if not self.invalid_reply_penalty >= 0:
+            raise ValueError(f"invalid_reply_penalty must be >= 0, got {self.invalid_reply_penalty}")
         if self.reward_mode not in ("last", "sum"):
             raise ValueError(f"reward_mode must be 'last' or 'sum', got {self.reward_mode!r}")

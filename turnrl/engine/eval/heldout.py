@@ -72,6 +72,7 @@ class HeldOutEvaluator:
         if full:
             sampled = await self._success(temperature=1.0)
             row["sampled_success_rate"] = sampled.success_rate
+            row["sampled_valid_action_rate"] = sampled.valid_action_rate
             if self.config.constrain_to_valid_actions:
                 free = await self._success(constrain_to_valid_actions=False)
                 row["free_text_success_rate"] = free.success_rate

@@ -217,6 +217,8 @@ class EpisodeRunner:
             reward = float(sum(rewards))
         else:
             reward = rewards[-1]
+        # a format reward: free-text replies the env could not parse or perform cost the episode
+        reward -= self.config.invalid_reply_penalty * sum(not t.valid for t in self.turns)
         return Trajectory(
             task=self.task,
             token_ids=self.token_ids,

@@ -93,6 +93,12 @@ def test_cpu_example_is_the_demo():
         ("", ["no_equals_sign"], "--set expects KEY=VALUE"),
         ("", ["a..b=1"], "--set expects KEY=VALUE"),
         ("steps = ", [], "not valid TOML"),
+        ("", ["rollout.episode.invalid_reply_penalty=-1"], "invalid_reply_penalty must be >= 0"),
+        (
+            "[rollout.generator]\nkind = 'sglang'\nurls = ['http://127.0.0.1:30000']",
+            ["rollout.episode.constrain_to_valid_actions=true"],
+            "constrain_to_valid_actions=true cannot run with rollout.generator.kind='sglang'",
+        ),
     ],
 )
 def test_bad_configs_name_the_key(text, overrides, needle, tmp_path):

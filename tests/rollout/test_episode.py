@@ -200,3 +200,42 @@ async def test_constrained_decoding_only_produces_valid_actions_and_recomputes(t
         if sum(a >= 0 for a in allowed) == 1
     ]
     assert forced and all(abs(float(lp[r, c])) < 1e-6 and abs(float(ent[r, c])) < 1e-5 for r, c in forced)
+
+
+class ScriptedReplies(Generator):
+    """Replies with the given texts in turn (tokenised by the episode's chat format)."""
+
+    weight_version = 0
+
+    def __init__(self, chat, replies: list[str]):
+        self.chat, self.replies = chat, list(replies)
+
+    async def generate(self, request):
+        ids = [*self.chat.encode_text(self.replies.pop(0)), self.chat.stop_token_ids[0]]
+        return GenerateResult(
+            request_id=request.request_id,
+            output_ids=ids,
+            logprobs=[-0.5] * len(ids),
+            versions=[0] * len(ids),
+            finish_reason="stop",
+        )
+
+
+@pytest.mark.parametrize("penalty", [0.0, 0.25])
+async def test_invalid_reply_penalty_costs_each_invalid_turn(chat, penalty):
+    env = BabyAIEnv(level="GoToLocal")
+    env.reset_sync(7)
+    goal = next(a for a in env.valid_actions_sync() if a.startswith("go to"))
+    replies = ["I would rather not", "Action: fly away", f"Action: {goal}", "Action: turn left"]
+    config = EpisodeConfig(turn_cap=4, invalid_reply_penalty=penalty)
+    runner = EpisodeRunner(Task(env="babyai", item_id=7), env, ScriptedReplies(chat, replies), chat, config)
+    traj = await runner.run()
+    valid = [t.valid for t in traj.turns]
+    assert valid[:3] == [False, False, True]
+    env_reward = traj.turns[-1].reward  # reward_mode "last": the env's reward of the last turn
+    assert traj.reward == pytest.approx(env_reward - penalty * valid.count(False))
+
+
+def test_bad_invalid_reply_penalty():
+    with pytest.raises(ValueError, match="invalid_reply_penalty"):
+        EpisodeConfig(invalid_reply_penalty=-0.1)

@@ -43,6 +43,12 @@ class RolloutConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"rollout.prompts_per_step must be >= 1, got {self.prompts_per_step}")
         if self.group_size < 2:
             raise ValueError(f"rollout.group_size must be >= 2 (group baselines need two), got {self.group_size}")
+        if self.generator.kind == "sglang" and self.episode.constrain_to_valid_actions:
+            raise ValueError(
+                "rollout.episode.constrain_to_valid_actions=true cannot run with rollout.generator.kind='sglang': "
+                "SGLang has no counterpart of token-sequence constraints, so the policy it serves would not be "
+                "the one trained; decode free text (the default) or use the local or service generator"
+            )
 
 
 class AlgoConfig(msgspec.Struct, frozen=True, kw_only=True):

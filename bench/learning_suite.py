@@ -1,0 +1,156 @@
+"""Learning suite: several tasks, each trained in free text from its own embedded base (format warm-up only).
+
+Every task is ``turnrl train --env FAMILY`` as a user runs it (the family's recipe, ``turnrl.recipes``), with the
+task's own overrides: the embedded model is built and warmed up on the family's random valid actions, evaluated
+on held-out tasks (greedy and sampled), trained, and evaluated again on the same tasks. Wall time includes the
+warm-up. A task's row: held-out success before and after, the gain, the valid-reply rate and mean turns before
+and after, wall seconds.
+
+    python bench/learning_suite.py --json bench/results/learning_suite.json --png bench/results/learning_suite.png
+    python bench/learning_suite.py --tasks gotolocal,textcraft       # a subset
+    python bench/learning_suite.py --quick                           # 2 steps and 10 held-out tasks each
+
+Prints a table, writes JSON (``--json``) and one figure of the held-out curves against wall time (``--png``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from turnrl.config.toml_file import load
+from turnrl.engine.records.metrics import read_metrics
+from turnrl.engine.training.loop import Trainer
+from turnrl.recipes import demo_config
+
+
+@dataclass(frozen=True)
+class SuiteTask:
+    name: str
+    env: str
+    steps: int
+    level: str | None = None
+    overrides: tuple[str, ...] = field(default=())  # ``--set`` strings on top of the family's recipe
+
+
+SUITE = (
+    SuiteTask("gotolocal", "babyai", steps=120, level="GoToLocal"),
+    SuiteTask(
+        "unlockpickup",
+        "babyai",
+        steps=120,
+        level="UnlockPickup",
+        overrides=("rollout.episode.turn_cap=10", "eval.turn_cap=10"),
+    ),
+    SuiteTask(
+        "putnextlocal",
+        "babyai",
+        steps=120,
+        level="PutNextLocalS6N4",
+        overrides=("rollout.episode.turn_cap=8", "eval.turn_cap=8"),
+    ),
+    SuiteTask("textcraft", "textcraft", steps=80),
+    SuiteTask("search-1hop", "search", steps=80, overrides=("env.options.hops=1",)),
+)
+
+
+def task_config(task: SuiteTask, out: Path, seed: int, quick: bool):
+    base = demo_config(task.env, steps=task.steps, seed=seed, out=str(out / task.name), level=task.level)
+    overrides = list(task.overrides)
+    if quick:
+        overrides += ["steps=2", "eval.tasks=10", "eval.every=0", "model.default.warmup.episodes=32"]
+    return load(None, overrides, base=base)
+
+
+def run_task(task: SuiteTask, out: Path, seed: int, quick: bool) -> dict:
+    config = task_config(task, out, seed, quick)
+    print(f"[suite] {task.name}: {config.env.family} {config.env.options}, {config.steps} steps", flush=True)
+    summary = Trainer(config).run()
+    first, last = summary["evals"][0], summary["evals"][-1]
+    rows = read_metrics(Path(config.out) / "metrics.jsonl")
+    return {
+        "env": config.env.family,
+        "options": dict(config.env.options),
+        "steps": config.steps,
+        "heldout_tasks": summary["heldout_tasks"],
+        "eval_turn_cap": summary["eval_turn_cap"],
+        "initial_success": summary["initial_success"],
+        "final_success": summary["final_success"],
+        "gain": summary["final_success"] - summary["initial_success"],
+        "initial_valid_rate": first["valid_action_rate"],
+        "final_valid_rate": last["valid_action_rate"],
+        "initial_mean_turns": first["mean_turns"],
+        "final_mean_turns": last["mean_turns"],
+        "initial_success_sampled": summary["initial_success_sampled"],
+        "final_success_sampled": summary["final_success_sampled"],
+        "warmup_seconds": summary["warmup_seconds"],
+        "wall_seconds": summary["wall_seconds"],
+        # held-out success against wall seconds: step 0 after the warm-up, then every eval
+        "curve": [(summary["warmup_seconds"], first["success_rate"])]
+        + [(r["time/elapsed_s"], r["eval/success_rate"]) for r in rows if "eval/success_rate" in r]
+        + [(summary["wall_seconds"], last["success_rate"])],
+        "train_success": [r["train/success_rate"] for r in rows],
+    }
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    for name, res in results["tasks"].items():
+        minutes = [s / 60 for s, _ in res["curve"]]
+        ax.plot(minutes, [v for _, v in res["curve"]], "o-", label=f"{name} ({res['gain']:+.2f})")
+    ax.set_xlabel("wall minutes (warm-up included)")
+    ax.set_ylabel("held-out success (greedy, free text)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("learning suite: embedded model, format warm-up then RL")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", default=",".join(t.name for t in SUITE))
+    parser.add_argument("--out", default="runs/bench-suite")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--png", default=None)
+    parser.add_argument("--quick", action="store_true", help="2 steps, 10 held-out tasks, a 32-episode warm-up")
+    args = parser.parse_args()
+    by_name = {t.name: t for t in SUITE}
+    unknown = [n for n in args.tasks.split(",") if n not in by_name]
+    if unknown:
+        parser.error(f"unknown suite task(s) {', '.join(unknown)}; choose from: {', '.join(by_name)}")
+    out = Path(args.out)
+    results: dict = {"seed": args.seed, "quick": args.quick, "decoding": "free text", "tasks": {}}
+    for name in args.tasks.split(","):
+        results["tasks"][name] = run_task(by_name[name], out, args.seed, args.quick)
+
+    print()
+    print(f"{'task':<14}{'held-out':>10}{'before':>8}{'after':>8}{'gain':>8}{'valid':>14}{'turns':>14}{'wall s':>8}")
+    for name, r in results["tasks"].items():
+        print(
+            f"{name:<14}{r['heldout_tasks']:>10}{r['initial_success']:>8.3f}{r['final_success']:>8.3f}"
+            f"{r['gain']:>+8.3f}{r['initial_valid_rate']:>7.2f}->{r['final_valid_rate']:.2f}"
+            f"{r['initial_mean_turns']:>8.2f}->{r['final_mean_turns']:.2f}{r['wall_seconds']:>8.0f}"
+        )
+    png = Path(args.png) if args.png else out / "learning_suite.png"
+    plot(results, png)
+    print(f"plot: {png}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2, sort_keys=True))
+        print(f"json: {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -11,6 +11,7 @@ import msgspec
 from turnrl.config.algo import LearnerConfig
 from turnrl.config.curriculum import CurriculumConfig
 from turnrl.config.episode import EpisodeConfig
+from turnrl.config.model import DefaultModelConfig, WarmupConfig
 from turnrl.config.train import AlgoConfig, EnvConfig, EvalConfig, ModelConfig, RolloutConfig, TrainConfig
 from turnrl.envs import get_env_spec
 
@@ -35,7 +36,39 @@ BABYAI_DEMO = TrainConfig(
     steps=120,
 )
 
-DEMOS = {"babyai": BABYAI_DEMO}
+# The Deep Search demo: single-hop questions (search the question's name, copy the fact's value out of the
+# passages) on the embedded tiny model writing free text; the format warm-up picks uniformly among the env's
+# listed searches and answers (spans of the text seen), so it teaches the tags and copying, not which span.
+SEARCH_DEMO = TrainConfig(
+    env=EnvConfig(family="search", options={"hops": 1}),
+    rollout=RolloutConfig(
+        prompts_per_step=8,
+        group_size=8,
+        episode=EpisodeConfig(
+            turn_cap=4, max_new_tokens=24, temperature=1.0, constrain_to_valid_actions=False, invalid_reply_penalty=0.1
+        ),
+    ),
+    algo=AlgoConfig(
+        name="grpo",
+        learner=LearnerConfig(lr=3e-4, minibatches=2, aggregation="seq-mean-token-mean"),
+    ),
+    model=ModelConfig(default=DefaultModelConfig(warmup=WarmupConfig(episodes=3200, turn_cap=3))),
+    eval=EvalConfig(tasks=200, turn_cap=4, temperature=0.0, every=0),
+    steps=60,
+)
+
+DEMOS = {"babyai": BABYAI_DEMO, "search": SEARCH_DEMO}
+
+
+def _level_options(env: str, options: dict, level: str) -> dict:
+    """``--level``: BabyAI's level name; for search the number of hops (1-4, or ``mix`` for the 1-4 hop mix)."""
+    if env != "search":
+        return {**options, "level": level}
+    if level == "mix":
+        return {**options, "hops": None}
+    if not level.isdigit():
+        raise ValueError(f"search --level is a number of hops (1-4) or 'mix', got {level!r}")
+    return {**options, "hops": int(level)}
 
 
 def demo_config(
@@ -57,7 +90,7 @@ def demo_config(
     )
     env_cfg = base.env
     if level is not None:
-        env_cfg = msgspec.structs.replace(env_cfg, options={**env_cfg.options, "level": level})
+        env_cfg = msgspec.structs.replace(env_cfg, options=_level_options(env, dict(env_cfg.options), level))
     rollout = base.rollout
     if model is not None:
         # a real language model writes free text; constraints are a crutch for the tiny default

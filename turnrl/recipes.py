@@ -52,9 +52,9 @@ SEARCH_DEMO = TrainConfig(
         name="grpo",
         learner=LearnerConfig(lr=3e-4, minibatches=2, aggregation="seq-mean-token-mean"),
     ),
-    model=ModelConfig(default=DefaultModelConfig(warmup=WarmupConfig(episodes=3200, turn_cap=3))),
-    eval=EvalConfig(tasks=200, turn_cap=4, temperature=0.0, every=0),
-    steps=60,
+    model=ModelConfig(default=DefaultModelConfig(warmup=WarmupConfig(episodes=3200, turn_cap=2, batch_episodes=4))),
+    eval=EvalConfig(tasks=100, turn_cap=4, temperature=0.0, every=0),
+    steps=40,
 )
 
 DEMOS = {"babyai": BABYAI_DEMO, "search": SEARCH_DEMO}

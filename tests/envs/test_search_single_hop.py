@@ -125,14 +125,14 @@ def test_valid_actions_are_spans_of_the_seen_text_and_all_valid(env):
     for item in items:
         question = env.reset_sync(item)
         first = env.valid_actions_sync()
-        assert first == [f"<search>{s}</search>" for s in spans(question)] and first
+        assert first == [f"<search>{env.question.text}</search>"] and question == f"Question: {env.question.text}"
         env.step_sync(first[0])
         seen = " ".join(f"{p.title}. {p.text}" for p in env.passages)
         actions = env.valid_actions_sync()
         assert len(actions) == len(set(actions))
         answers = [content for name, content in map(_tag, actions) if name == "answer"]
         searches = [content for name, content in map(_tag, actions) if name == "search"]
-        assert answers == spans(seen) and set(searches) == set(spans(question)) | set(answers)
+        assert answers == spans(seen) and searches == [env.question.text, *answers]
         gold_listed += env.question.answers[0] in answers
         for action in random.Random(item).sample(actions, 3):  # each listed action is one the env accepts
             env.reset_sync(item)
@@ -157,10 +157,12 @@ def test_answer_candidates_ignore_the_gold(env):
         lists = []
         for item in (a, b):
             env.reset_sync(item)
-            env.step_sync(env.valid_actions_sync()[0])
-            lists.append(env.valid_actions_sync())
+            env.step_sync(f"<search>{env.question.chains[0].start}</search>")  # the same search for both
+            listed = env.valid_actions_sync()
+            assert listed[0] == f"<search>{env.question.text}</search>"
+            lists.append(listed[1:])
         assert env.question.answers != make_question(env.world, a, hops=1).answers
-        assert lists[0] == lists[1]
+        assert lists[0] == lists[1] and any(action.startswith("<answer>") for action in lists[0])
 
 
 def test_format_warmup_runs_on_search(env):
@@ -226,3 +228,14 @@ def test_train_search_end_to_end(tmp_path, env):
             if answer.done:
                 break
     assert tags > 0
+
+
+def test_cli_rejects_a_bad_search_level():
+    result = subprocess.run(
+        [sys.executable, "-m", "turnrl.cli", "train", "--env", "search", "--level", "deep", "--steps", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and "number of hops (1-4) or 'mix', got 'deep'" in result.stderr
+    assert "Traceback" not in result.stderr

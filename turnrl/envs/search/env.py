@@ -17,11 +17,12 @@ turn's answer F1), ``valid``, ``action`` (search / answer / invalid), ``item``, 
 
 ``valid_actions_sync`` lists well-formed actions built from the text the policy has seen
 only (see ``spans``), never from the gold answer or the question's chains: a ``<search>``
-of every span of the question and of the latest returned passages, and an ``<answer>`` of
-every span of the latest returned passages (an answer is read from evidence, so before the
-first search the list holds searches only). A uniform choice among them teaches the tag
-format and copying spans, with no preference for the right one; an answer among the
-candidates is right only when the passages happen to hold it.
+of the question itself and of every span of the latest returned passages, and an
+``<answer>`` of every span of the latest returned passages (an answer is read from
+evidence, so before the first search the one listed action is searching the question).
+A uniform choice among them teaches the tag format and copying text, with no preference
+for the right span; an answer among the candidates is right only when the passages happen
+to hold it.
 """
 
 from __future__ import annotations
@@ -125,12 +126,13 @@ class SearchEnv(BlockingEnv):
         return action
 
     def valid_actions_sync(self) -> list[str]:
-        """Searches of the question's and the latest passages' spans, answers of the passages' spans."""
+        """Searches of the question and of the latest passages' spans, answers of the passages' spans."""
         if self._done or self.question is None:
             return []
         seen = [f"{p.title}. {p.text}" for p in self.passages]
         found = spans(" ".join(seen))
-        searches = dict.fromkeys([*spans(self.question.text), *found])
+        question = " ".join(self.question.text.split())[:MAX_QUERY_CHARS]
+        searches = dict.fromkeys([question, *found])
         return [f"<search>{s}</search>" for s in searches] + [f"<answer>{s}</answer>" for s in found]
 
     def _invalid(self, text: str) -> EnvResult:

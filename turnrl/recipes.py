@@ -36,9 +36,13 @@ BABYAI_DEMO = TrainConfig(
     steps=120,
 )
 
-# The Deep Search demo: single-hop questions (search the question's name, copy the fact's value out of the
-# passages) on the embedded tiny model writing free text; the format warm-up picks uniformly among the env's
-# listed searches and answers (spans of the text seen), so it teaches the tags and copying, not which span.
+# The Deep Search demo: single-hop questions (search, then copy the fact's value out of the passages) on the
+# embedded tiny model writing free text; the format warm-up picks uniformly among the env's listed searches and
+# answers (the question, spans of the passages seen), so it teaches the tags and copying, not which span.
+# Measured on 2 loaded CPU cores (100 held-out tasks, greedy): the tiny model does not learn it yet. It
+# learns the tags but copies names inexactly, so no rollout succeeds and RL gets no signal: held-out success
+# 0.00 -> 0.00 after 40 steps (1243 s, 502 s of it the warm-up), and RL drifts to searching only (valid
+# replies 0.996, no answers); uniformly random listed actions succeed on 0.12 of the held-out items.
 SEARCH_DEMO = TrainConfig(
     env=EnvConfig(family="search", options={"hops": 1}),
     rollout=RolloutConfig(

@@ -145,7 +145,9 @@ def train(
     steps: int | None = typer.Option(None, help="RL steps (default: the env's demo length)."),
     seed: int = typer.Option(0, help="Random seed."),
     out: str | None = typer.Option(None, help="Run directory (default: runs/ENV-TIMESTAMP)."),
-    level: str | None = typer.Option(None, help="BabyAI level (default GoToLocal)."),
+    level: str | None = typer.Option(
+        None, help="BabyAI level (default GoToLocal); search: the hops, 1-4 or mix (default 1)."
+    ),
     curriculum: str = typer.Option("fixed", help="Turn-cap curriculum: fixed, scaling_inter or adaptive."),
     curriculum_caps: str | None = typer.Option(None, help="Comma-separated turn caps (default: the env's)."),
     curriculum_scale: float = typer.Option(1.0, help="Multiplies the steps per curriculum stage."),

@@ -3,6 +3,8 @@
 Item ids ``[0, 20000)``: ``make_question(world, i)`` over the default world (seed 0,
 ~34k documents: people, organisations, cities, countries and gathering distractors).
 Splits: test ``[0, 1000)``, train ``[1000, 20000)`` (same world, different questions).
+Option ``hops=1`` (2-4 likewise) asks bridge questions of that many hops only, same ids and splits;
+single-hop item ``i`` is the ``i``-th fact of a shuffled list, so train and test questions are disjoint.
 Retrievers: ``bm25`` (default, in-process) or ``http`` (``retriever_options={"url": ...}``,
 Search-R1's ``/retrieve`` shape); ``serve_retriever`` serves any retriever in that shape.
 """

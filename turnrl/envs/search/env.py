@@ -10,8 +10,19 @@ done when right; a wrong answer costs the turn and the episode goes on unless
 query/answer changes nothing, says what was wrong and has ``valid = False``.
 With ``questions_path`` (a JSONL file of ``question``/``golden_answers``, e.g. for a Wikipedia retriever
 behind ``http``) item ``i`` is the file's ``i``-th question instead.
+``hops=1`` (or 2-4) restricts the generated questions to bridge questions of that many hops
+(``make_question``'s ``hops``; the ids, splits and first observations stay pure functions of the id).
 ``info``: ``success``, ``score`` (this turn's EM, 0 when not an answer), ``f1`` (this
 turn's answer F1), ``valid``, ``action`` (search / answer / invalid), ``item``, ``hops``.
+
+``valid_actions_sync`` lists well-formed actions built from the text the policy has seen
+only (see ``spans``), never from the gold answer or the question's chains: a ``<search>``
+of the question itself and of every span of the latest returned passages, and an
+``<answer>`` of every span of the latest returned passages (an answer is read from
+evidence, so before the first search the one listed action is searching the question).
+A uniform choice among them teaches the tag format and copying text, with no preference
+for the right span; an answer among the candidates is right only when the passages happen
+to hold it.
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ import numbers
 import re
 
 from turnrl.envs.base import BlockingEnv
-from turnrl.envs.search.questions import Question, load_questions, make_question
+from turnrl.envs.search.questions import Question, check_hops, load_questions, make_question
 from turnrl.envs.search.retrievers import Passage, Retriever, make_retriever
 from turnrl.envs.search.scoring import exact_match, f1_score
 from turnrl.envs.search.world import World, WorldSize, cached_world
@@ -52,9 +63,13 @@ class SearchEnv(BlockingEnv):
         world_size: WorldSize | None = None,
         retriever_options: dict | None = None,
         questions_path: str | None = None,
+        hops: int | None = None,
     ) -> None:
         if not isinstance(topk, int) or topk < 1:
             raise ValueError(f"topk must be a positive int, got {topk!r}")
+        self.hops = check_hops(hops)
+        if hops is not None and questions_path:
+            raise ValueError("hops restricts the generated questions; it does not apply with questions_path")
         self.world: World = cached_world(world_seed, world_size)
         if isinstance(retriever, Retriever):
             self.retriever = retriever
@@ -64,6 +79,7 @@ class SearchEnv(BlockingEnv):
         self.end_on_answer = end_on_answer
         self.external = load_questions(questions_path) if questions_path else None
         self.question: Question | None = None
+        self.passages: list[Passage] = []  # the latest search's passages
         self._item = -1
         self._done = True
 
@@ -71,8 +87,11 @@ class SearchEnv(BlockingEnv):
         count = len(self.external) if self.external else NUM_ITEMS
         if not isinstance(item_id, numbers.Integral) or not 0 <= item_id < count:
             raise ValueError(f"item_id must be an int in [0, {count}), got {item_id!r}")
-        self.question = self.external[item_id] if self.external else make_question(self.world, int(item_id))
-        self._item, self._done = int(item_id), False
+        if self.external:
+            self.question = self.external[item_id]
+        else:
+            self.question = make_question(self.world, int(item_id), self.hops)
+        self._item, self._done, self.passages = int(item_id), False, []
         return f"Question: {self.question.text}"
 
     def step_sync(self, action_text: str) -> EnvResult:
@@ -91,8 +110,8 @@ class SearchEnv(BlockingEnv):
         if len(content) > MAX_QUERY_CHARS:
             return self._invalid(f"The <{name}> text is longer than {MAX_QUERY_CHARS} characters.")
         if name == "search":
-            passages = self.retriever.search([content], self.topk)[0]
-            return self._result(format_passages(passages), "search")
+            self.passages = self.retriever.search([content], self.topk)[0]
+            return self._result(format_passages(self.passages), "search")
         em = exact_match(content, self.question.answers)
         f1 = f1_score(content, self.question.answers)
         self._done = em == 1.0 or self.end_on_answer
@@ -103,7 +122,18 @@ class SearchEnv(BlockingEnv):
         self._done = True  # the retriever is shared by the process's envs: it stays open
 
     def format_reply(self, action: str) -> str:
+        """Actions are already replies in the parsed tag form (``<search>q</search>``, ``<answer>a</answer>``)."""
         return action
+
+    def valid_actions_sync(self) -> list[str]:
+        """Searches of the question and of the latest passages' spans, answers of the passages' spans."""
+        if self._done or self.question is None:
+            return []
+        seen = [f"{p.title}. {p.text}" for p in self.passages]
+        found = spans(" ".join(seen))
+        question = " ".join(self.question.text.split())[:MAX_QUERY_CHARS]
+        searches = dict.fromkeys([question, *found])
+        return [f"<search>{s}</search>" for s in searches] + [f"<answer>{s}</answer>" for s in found]
 
     def _invalid(self, text: str) -> EnvResult:
         return self._result(text, "invalid", valid=False)
@@ -120,6 +150,65 @@ class SearchEnv(BlockingEnv):
             "hops": self.question.hops,
         }
         return EnvResult(observation=text, reward=em, done=self._done, info=info)
+
+
+# capitalised words that start sentences or label text rather than name something
+_NOT_NAMES = frozenset(
+    [
+        "A",
+        "An",
+        "The",
+        "In",
+        "On",
+        "At",
+        "As",
+        "Of",
+        "It",
+        "Its",
+        "They",
+        "He",
+        "She",
+        "His",
+        "Her",
+        "What",
+        "Which",
+        "Who",
+        "Whose",
+        "When",
+        "Where",
+        "How",
+        "Why",
+        "Was",
+        "Were",
+        "Is",
+        "Did",
+        "Does",
+        "Do",
+        "Doc",
+        "Title",
+        "Question",
+        "Gathering",
+        "Travellers",
+    ]
+)
+_CAPITALISED_RUN = re.compile(r"[A-Z][\w'-]*(?:[ ]+[A-Z][\w'-]*)*")
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?!\w)")
+
+
+def spans(text: str) -> list[str]:
+    """Candidate names and numbers in ``text``, in order of first appearance, each once: every maximal run of
+    capitalised words (leading words of ``_NOT_NAMES`` and a possessive ``'s`` dropped) and every number."""
+    found: list[tuple[int, str]] = []
+    for match in _CAPITALISED_RUN.finditer(text):
+        words = match.group().split()
+        while words and words[0] in _NOT_NAMES:
+            words.pop(0)
+        name = " ".join(words)
+        name = name[:-2] if name.endswith("'s") else name
+        if name:
+            found.append((match.start(), name))
+    found += [(match.start(), match.group()) for match in _NUMBER.finditer(text)]
+    return list(dict.fromkeys(name for _, name in sorted(found)))
 
 
 def format_passages(passages: list[Passage]) -> str:

@@ -7,6 +7,13 @@ way to combine the chains' final values: ``value`` (bridge: the one chain's valu
 ``earliest`` (comparison: the start whose final year is smallest; years differ) or
 ``count`` (aggregation: how many chains end at ``target``). ``hops`` is the total number
 of relations followed; every hop is answerable from one document.
+
+``make_question(world, item_id, hops)`` restricts the family to bridge questions of exactly
+``hops`` hops (``None``: the default 1-4 hop mix above). Single-hop (``hops=1``) item ``i`` is
+the ``i``-th (subject, relation) pair of every fact of a person, organisation or city, in an
+order shuffled once per world by a string-seeded RNG: distinct ids give distinct questions, so
+disjoint id ranges (the train and test splits) hold disjoint questions; an id past the number
+of such facts raises ``ValueError``. ``hops`` 2-4 draw a bridge chain per item as the mix does.
 """
 
 from __future__ import annotations
@@ -130,7 +137,54 @@ def _aggregation(world: World, rng: random.Random) -> Question:
     )
 
 
-def make_question(world: World, item_id: int) -> Question:
+HOPS = (1, 2, 3, 4)
+SINGLE_HOP_KINDS = ("person", "organisation", "city")
+_SINGLE_HOP: dict[tuple, list[tuple[str, str]]] = {}
+
+
+def check_hops(hops: object) -> int | None:
+    """``hops`` validated: None (the 1-4 hop mix) or one of ``HOPS``."""
+    if hops is not None and (not isinstance(hops, int) or isinstance(hops, bool) or hops not in HOPS):
+        raise ValueError(f"hops must be None (the 1-4 hop mix) or one of {list(HOPS)}, got {hops!r}")
+    return hops  # type: ignore[return-value]
+
+
+def single_hop_facts(world: World) -> list[tuple[str, str]]:
+    """Every (subject, relation) fact of a person, organisation or city, in the world's shuffled order."""
+    key = (world.seed, world.size)
+    if key not in _SINGLE_HOP:
+        pairs = [
+            (subject, relation)
+            for kind in SINGLE_HOP_KINDS
+            for subject in world.entities[kind]
+            for relation in world.relations_of(kind)
+        ]
+        random.Random(f"turnrl-search-single-hop:{world.seed}").shuffle(pairs)
+        _SINGLE_HOP[key] = pairs
+    return _SINGLE_HOP[key]
+
+
+def _single_hop(world: World, item_id: int) -> Question:
+    pairs = single_hop_facts(world)
+    if not 0 <= item_id < len(pairs):
+        raise ValueError(f"item_id must be in [0, {len(pairs)}) for single-hop questions, got {item_id}")
+    start, relation = pairs[item_id]
+    chain = Chain(start, (relation,))
+    return Question(
+        text=RELATIONS[relation].question.format(x=start),
+        answers=(follow(world, chain),),
+        kind="bridge",
+        hops=1,
+        chains=(chain,),
+        combine="value",
+    )
+
+
+def make_question(world: World, item_id: int, hops: int | None = None) -> Question:
+    if check_hops(hops) == 1:
+        return _single_hop(world, item_id)
+    if hops is not None:
+        return _bridge(world, random.Random(f"turnrl-search-question:{world.seed}:{item_id}:hops={hops}"), hops)
     rng = random.Random(f"turnrl-search-question:{world.seed}:{item_id}")
     roll = rng.random()
     if roll < 0.6:

@@ -68,8 +68,8 @@ def _level_options(env: str, options: dict, level: str) -> dict:
     """``--level``: BabyAI's level name; for search the number of hops (1-4, or ``mix`` for the 1-4 hop mix)."""
     if env != "search":
         return {**options, "level": level}
-    if level == "mix":
-        return {**options, "hops": None}
+    if level == "mix":  # the env's default: no hops option
+        return {k: v for k, v in options.items() if k != "hops"}
     if not level.isdigit():
         raise ValueError(f"search --level is a number of hops (1-4) or 'mix', got {level!r}")
     return {**options, "hops": int(level)}

@@ -64,7 +64,9 @@ def plot(results: dict, path: Path) -> None:
         per_step = [[run["evals"][i]["success_rate"] for run in runs] for i in range(len(steps))]
         mean = [statistics.fmean(v) for v in per_step]
         (line,) = ax.plot(steps, mean, "o-", label=f"{name} ({res['final']['mean']:.2f} ± {res['final']['std']:.2f})")
-        ax.fill_between(steps, [min(v) for v in per_step], [max(v) for v in per_step], color=line.get_color(), alpha=0.15)
+        ax.fill_between(
+            steps, [min(v) for v in per_step], [max(v) for v in per_step], color=line.get_color(), alpha=0.15
+        )
     ax.set_xlabel("training step")
     ax.set_ylabel(f"held-out success at cap {results['large_cap']} (greedy)")
     ax.set_ylim(-0.02, 1.02)
@@ -148,7 +150,9 @@ def main() -> None:
     print(f"{'schedule':<28}{'final mean':>11}{'std':>7}{'min-max':>13}{'RL s':>8}")
     for name, res in results["schedules"].items():
         f = res["final"]
-        print(f"{name:<28}{f['mean']:>11.3f}{f['std']:>7.3f}{f['min']:>7.2f}-{f['max']:.2f}{res['rl_seconds']['mean']:>8.0f}")
+        print(
+            f"{name:<28}{f['mean']:>11.3f}{f['std']:>7.3f}{f['min']:>7.2f}-{f['max']:.2f}{res['rl_seconds']['mean']:>8.0f}"
+        )
     png = Path(args.png) if args.png else out / "scaling_inter.png"
     plot(results, png)
     print(f"plot: {png}")

@@ -11,6 +11,7 @@ import msgspec
 from turnrl.config.algo import LearnerConfig
 from turnrl.config.curriculum import CurriculumConfig
 from turnrl.config.episode import EpisodeConfig
+from turnrl.config.model import DefaultModelConfig, WarmupConfig
 from turnrl.config.train import AlgoConfig, EnvConfig, EvalConfig, ModelConfig, RolloutConfig, TrainConfig
 from turnrl.envs import get_env_spec
 
@@ -35,7 +36,34 @@ BABYAI_DEMO = TrainConfig(
     steps=120,
 )
 
-DEMOS = {"babyai": BABYAI_DEMO}
+# The TextCraft demo: free text on the embedded tiny model (no constraints), goals of recipe depth 1 (env
+# option max_depth=1: a deeper id plays a depth-1 goal of its own split), so the held-out set is the 23 depth-1
+# test goals (eval.tasks=23: the first 23 test ids; more would repeat them). MEASURED_PLACEHOLDER
+TEXTCRAFT_DEMO = TrainConfig(
+    env=EnvConfig(family="textcraft", options={"max_depth": 1}),
+    rollout=RolloutConfig(
+        prompts_per_step=8,
+        group_size=8,
+        episode=EpisodeConfig(
+            turn_cap=6,
+            max_new_tokens=32,
+            temperature=1.0,
+            constrain_to_valid_actions=False,
+            invalid_reply_penalty=0.05,
+        ),
+    ),
+    algo=AlgoConfig(
+        name="grpo",
+        learner=LearnerConfig(lr=3e-4),
+    ),
+    # The warm-up draws its items from the far end of the 444-id train split, so it can hold at most 888
+    # episodes (twice over the split); a longer turn cap and more epochs give it more replies instead.
+    model=ModelConfig(default=DefaultModelConfig(warmup=WarmupConfig(episodes=888, turn_cap=8, epochs=3))),
+    eval=EvalConfig(tasks=23, turn_cap=6, temperature=0.0, every=20),
+    steps=80,
+)
+
+DEMOS = {"babyai": BABYAI_DEMO, "textcraft": TEXTCRAFT_DEMO}
 
 
 def demo_config(

@@ -40,7 +40,7 @@ BABYAI_DEMO = TrainConfig(
 # option max_depth=1: a deeper id plays a depth-1 goal of its own split), so the held-out set is the 23 depth-1
 # test goals (eval.tasks=23: the first 23 test ids; more would repeat them). MEASURED_PLACEHOLDER
 TEXTCRAFT_DEMO = TrainConfig(
-    env=EnvConfig(family="textcraft", options={"max_depth": 1}),
+    env=EnvConfig(family="textcraft", options={"max_depth": 1, "list_inventory": False}),
     rollout=RolloutConfig(
         prompts_per_step=8,
         group_size=8,

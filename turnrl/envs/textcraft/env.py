@@ -53,6 +53,7 @@ class TextCraftEnv(BlockingEnv):
         goals: str = "agentgym",
         wording: str = "agentgym",
         max_depth: int | None = None,
+        list_inventory: bool = True,
     ) -> None:
         if goals not in GOAL_ORDERS:
             raise ValueError(f"unknown goals {goals!r}; choose from: {', '.join(GOAL_ORDERS)}")
@@ -61,7 +62,10 @@ class TextCraftEnv(BlockingEnv):
         if max_depth is not None and (goals != "agentgym" or type(max_depth) is not int or max_depth < 1):
             raise ValueError(f"max_depth must be an int >= 1 with goals='agentgym', got {max_depth!r} ({goals!r})")
         self.book: RecipeBook = recipe_book(data_dir)
+        if not isinstance(list_inventory, bool):
+            raise ValueError(f"list_inventory must be a bool, got {list_inventory!r}")
         self.goal_order, self.wording, self.max_depth = goals, wording, max_depth
+        self.list_inventory = list_inventory
         self._depths = tuple(d for _, d in self.book.goal_lists[goals])
         self.inventory: Counter[str] = Counter()
         self.goal = ""
@@ -123,9 +127,11 @@ class TextCraftEnv(BlockingEnv):
         return self._result(f"Could not execute {action}", False)
 
     def valid_actions_sync(self) -> list[str]:
-        """``inventory``, the ``get`` commands for base items the shown recipes use, and the ``craft``
-        commands the inventory allows now (at most ``MAX_LISTED_ACTIONS``)."""
-        actions = ["inventory"]
+        """``inventory`` (unless ``list_inventory=False``: it changes nothing, and a random-action warm-up
+        would make it the commonest reply), the ``get`` commands for base items the shown recipes use, and
+        the ``craft`` commands the inventory allows now (at most ``MAX_LISTED_ACTIONS``). ``inventory`` is
+        carried out either way."""
+        actions = ["inventory"] if self.list_inventory else []
         for recipe in self._recipes:
             for ingredient in recipe.inputs:
                 command = f"get {ingredient.count} {item_name(ingredient.name)}"

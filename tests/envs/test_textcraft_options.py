@@ -1,4 +1,5 @@
-"""TextCraft's depth cap (``max_depth``): item id -> goal stays pure, the splits stay disjoint, bad values refused."""
+"""TextCraft's options: the depth cap (``max_depth``: item id -> goal stays pure, the splits stay disjoint, bad
+values refused) and ``list_inventory`` (the listing without ``inventory``, the command still carried out)."""
 
 from __future__ import annotations
 
@@ -76,3 +77,22 @@ def test_max_depth_needs_agentgym_goals_and_capped_item_checks_its_input():
         capped_item(0, 1, DEPTHS[:-1])
     with pytest.raises(ValueError, match="max_depth"):
         capped_item(0, 0, DEPTHS)
+
+
+def test_list_inventory_false_drops_only_inventory_from_the_listing():
+    listed, unlisted = TextCraftEnv(), TextCraftEnv(list_inventory=False)
+    rng = random.Random(3)
+    for item in rng.sample(range(NUM_ITEMS), 20):
+        assert listed.reset_sync(item) == unlisted.reset_sync(item)
+        for _ in range(4):
+            full = listed.valid_actions_sync()
+            assert full[0] == "inventory" and unlisted.valid_actions_sync() == full[1:]
+            action = rng.choice(full[1:])
+            assert listed.step_sync(f"Action: {action}") == unlisted.step_sync(f"Action: {action}")
+            if listed._done:
+                break
+        if not listed._done:
+            answer = unlisted.step_sync("Action: inventory")
+            assert answer.info["valid"] and answer.observation.startswith("Inventory:")
+    with pytest.raises(ValueError, match="list_inventory"):
+        TextCraftEnv(list_inventory="no")

@@ -26,7 +26,9 @@ def test_recipe_trains_in_free_text_on_real_textcraft(tmp_path):
         base,
         rollout=msgspec.structs.replace(base.rollout, prompts_per_step=2, group_size=2, episode=episode),
         model=ModelConfig(
-            default=DefaultModelConfig(vocab_size=500, warmup=WarmupConfig(episodes=48, turn_cap=3, batch_episodes=8))
+            default=DefaultModelConfig(
+                vocab_size=500, warmup=WarmupConfig(episodes=256, turn_cap=3, batch_episodes=8, epochs=2)
+            )
         ),
         eval=EvalConfig(tasks=2, turn_cap=3, temperature=0.0),
     )
@@ -47,4 +49,4 @@ def test_recipe_trains_in_free_text_on_real_textcraft(tmp_path):
                 assert turn["observation"] == result.observation  # the env's own answer to that reply
                 assert turn["valid"] == result.info["valid"]
                 valid_turns += turn["valid"]
-    assert valid_turns > 0
+    assert valid_turns > 0, valid_turns

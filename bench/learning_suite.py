@@ -30,7 +30,7 @@ from turnrl.recipes import demo_config
 class SuiteTask:
     name: str
     env: str
-    steps: int
+    steps: int | None = None  # None: the recipe's
     level: str | None = None
     overrides: tuple[str, ...] = field(default=())  # ``--set`` strings on top of the family's recipe
 
@@ -51,8 +51,8 @@ SUITE = (
         level="PutNextLocalS6N4",
         overrides=("rollout.episode.turn_cap=8", "eval.turn_cap=8"),
     ),
-    SuiteTask("textcraft", "textcraft", steps=80),
-    SuiteTask("search-1hop", "search", steps=80, overrides=("env.options.hops=1",)),
+    SuiteTask("textcraft", "textcraft"),
+    SuiteTask("search-1hop", "search", level="1"),
 )
 
 

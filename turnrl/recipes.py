@@ -36,13 +36,10 @@ BABYAI_DEMO = TrainConfig(
     steps=120,
 )
 
-# The Deep Search demo: single-hop questions (search, then copy the fact's value out of the passages) on the
-# embedded tiny model writing free text; the format warm-up picks uniformly among the env's listed searches and
-# answers (the question, spans of the passages seen), so it teaches the tags and copying, not which span.
-# Measured on 2 loaded CPU cores (100 held-out tasks, greedy): the tiny model does not learn it yet. It
-# learns the tags but copies names inexactly, so no rollout succeeds and RL gets no signal: held-out success
-# 0.00 -> 0.00 after 40 steps (1243 s, 502 s of it the warm-up), and RL drifts to searching only (valid
-# replies 0.996, no answers); uniformly random listed actions succeed on 0.12 of the held-out items.
+# The Deep Search demo: single-hop questions (search, then copy the fact's value out of the passages), free text.
+# The format warm-up picks uniformly among the env's listed searches and answers (the question, spans of the
+# passages seen), so it teaches the tags and copying, not which span. The tiny model does not learn it yet: it
+# copies names inexactly, no rollout succeeds, RL gets no signal (bench/RESULTS.md, "Learning suite").
 SEARCH_DEMO = TrainConfig(
     env=EnvConfig(family="search", options={"hops": 1}),
     rollout=RolloutConfig(
@@ -61,7 +58,31 @@ SEARCH_DEMO = TrainConfig(
     steps=40,
 )
 
-DEMOS = {"babyai": BABYAI_DEMO, "search": SEARCH_DEMO}
+# The TextCraft demo: free text, goals of recipe depth 1 (max_depth=1: a deeper id plays a depth-1 goal of its
+# own split), so the held-out set is the 23 depth-1 test goals. ``inventory`` is left out of the listing the
+# warm-up draws from (list_inventory=False; the command still works): listed, it became the base's commonest
+# reply and RL collapsed onto it. The tiny model does not learn it yet: it rarely writes a right `craft`
+# command, and RL drifts to always-valid `get`s (bench/RESULTS.md, "Learning suite").
+TEXTCRAFT_DEMO = TrainConfig(
+    env=EnvConfig(family="textcraft", options={"max_depth": 1, "list_inventory": False}),
+    rollout=RolloutConfig(
+        prompts_per_step=8,
+        group_size=8,
+        episode=EpisodeConfig(
+            turn_cap=6,
+            max_new_tokens=32,
+            temperature=1.0,
+            constrain_to_valid_actions=False,
+            invalid_reply_penalty=0.05,
+        ),
+    ),
+    algo=AlgoConfig(name="grpo", learner=LearnerConfig(lr=3e-4)),
+    model=ModelConfig(default=DefaultModelConfig(warmup=WarmupConfig(episodes=888, turn_cap=8, epochs=3))),
+    eval=EvalConfig(tasks=23, turn_cap=6, temperature=0.0, every=20),
+    steps=80,
+)
+
+DEMOS = {"babyai": BABYAI_DEMO, "textcraft": TEXTCRAFT_DEMO, "search": SEARCH_DEMO}
 
 
 def _level_options(env: str, options: dict, level: str) -> dict:

@@ -74,6 +74,12 @@ def test_cpu_example_is_the_demo():
     assert msgspec.structs.replace(config, checkpoint_every=0) == demo_config("babyai")
 
 
+def test_textcraft_example_is_the_demo():
+    config = load(Path(__file__).resolve().parents[2] / "examples" / "textcraft_cpu.toml")
+    assert config == demo_config("textcraft")
+    assert config.rollout.episode.constrain_to_valid_actions is False
+
+
 @pytest.mark.parametrize(
     ("text", "overrides", "needle"),
     [

@@ -206,8 +206,9 @@ async def _policy(cfg: TrainConfig, resume_from: Path | None, reporter: Reporter
     reporter.phase("format warm-up (random valid actions)", None)
     env = spec.factory(**cfg.env.options)
     train = spec.splits.train
-    # Warm-up items are drawn from the far end of the train split; RL samples the whole split.
-    items = [train[len(train) - 1 - i] for i in range(default.warmup.episodes)]
+    # Warm-up items are drawn from the far end of the train split (round again when the warm-up asks for more
+    # episodes than the split holds: the random actions differ); RL samples the whole split.
+    items = [train[(len(train) - 1 - i) % len(train)] for i in range(default.warmup.episodes)]
     model, tokenizer, losses = build_default_policy(
         env, items, default, seed=cfg.seed, on_step=lambda s, total, loss: reporter.advance(s, total=total, loss=loss)
     )

@@ -3,7 +3,10 @@
 Item id ``i`` is AgentGym's ``i``-th goal (every craftable item of recipe depth >= 1,
 shallowest first; ``recipes.RecipeBook``): 544 items, and, as AgentGym's server, any
 larger id is taken modulo 544. Splits: test = 100 ids spread evenly over the list
-(``i * 544 // 100``: every depth, 1 to 4), train = the other 444. The named split
+(``i * 544 // 100``: every depth, 1 to 4), train = the other 444. The option
+``max_depth=N`` (AgentGym's goals only) keeps episodes at goals of depth <= N: a
+deeper id plays a shallow id of its own split (``splits.capped_item``), so the
+splits stay disjoint; the first 23 test ids are exactly the depth-1 test goals. The named split
 ``agentgym`` is that test set (AgentGym's evaluation size). Our earlier goal list
 (419 goals of depth >= 2, deepest first) stays available as ``goals="deepest"``
 (ids ``[0, 419)``; its test split was ``[0, 100)``).
@@ -12,21 +15,19 @@ larger id is taken modulo 544. Splits: test = 100 ids spread evenly over the lis
 from turnrl.envs.registry import EnvSpec, TaskSplits, register_env
 from turnrl.envs.textcraft.env import TextCraftEnv
 from turnrl.envs.textcraft.recipes import recipe_book
+from turnrl.envs.textcraft.splits import NUM_ITEMS, TEST, TRAIN, capped_item
 
-NUM_ITEMS = 544
 DEEPEST_NUM_ITEMS = 419
-_TEST = tuple(i * NUM_ITEMS // 100 for i in range(100))
-SPLITS = TaskSplits(
-    train=tuple(sorted(set(range(NUM_ITEMS)) - set(_TEST))),
-    test=_TEST,
-    named={"agentgym": _TEST},
-)
+SPLITS = TaskSplits(train=TRAIN, test=TEST, named={"agentgym": TEST})
 
 
 def depth_of(item_id: int, options) -> str:
-    """``depth-N``: the recipe depth of the item's goal."""
+    """``depth-N``: the recipe depth of the goal the item's episode plays (``max_depth`` applied)."""
     goals = recipe_book(options.get("data_dir")).goal_lists[options.get("goals", "agentgym")]
-    return f"depth-{goals[item_id % len(goals)][1]}"
+    item = item_id % len(goals)
+    if options.get("max_depth") is not None:
+        item = capped_item(item, options["max_depth"], tuple(d for _, d in goals))
+    return f"depth-{goals[item][1]}"
 
 
 register_env(

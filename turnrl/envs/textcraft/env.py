@@ -4,7 +4,9 @@ Invariant: item id -> task is a pure function (``RecipeBook.task``), so the same
 id gives the same first observation in any process. Item ids are AgentGym's by
 default (``goals="agentgym"``: 544 goals, shallowest first, any id >= 0 taken
 modulo 544 as AgentGym's server does); ``goals="deepest"`` keeps our earlier 419
-(ids in ``[0, 419)``). The first observation is AgentGym's: "Crafting
+(ids in ``[0, 419)``). ``max_depth=N`` (AgentGym's goals only) plays a deeper id as a
+goal of depth <= N of the same split (``splits.capped_item``; ``info["item"]`` is the id
+played). The first observation is AgentGym's: "Crafting
 commands:\\n<recipes>\\n\\nGoal: craft <item>.". Step wording is AgentGym's by
 default (``wording="agentgym"``: "Crafted 1 minecraft:yellow_wool", "Could not find
 enough items to craft minecraft:x", nothing more on success); ``wording="names"``
@@ -23,6 +25,7 @@ from collections import Counter
 
 from turnrl.envs.base import BlockingEnv, parse_action
 from turnrl.envs.textcraft.recipes import GOAL_ORDERS, CraftRecipe, RecipeBook, item_id, item_name, recipe_book
+from turnrl.envs.textcraft.splits import capped_item
 from turnrl.protocol import EnvResult
 
 SYSTEM_PROMPT = (
@@ -44,13 +47,26 @@ class TextCraftEnv(BlockingEnv):
     family = "textcraft"
     system_prompt = SYSTEM_PROMPT
 
-    def __init__(self, data_dir: str | None = None, goals: str = "agentgym", wording: str = "agentgym") -> None:
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        goals: str = "agentgym",
+        wording: str = "agentgym",
+        max_depth: int | None = None,
+        list_inventory: bool = True,
+    ) -> None:
         if goals not in GOAL_ORDERS:
             raise ValueError(f"unknown goals {goals!r}; choose from: {', '.join(GOAL_ORDERS)}")
         if wording not in WORDINGS:
             raise ValueError(f"unknown wording {wording!r}; choose from: {', '.join(WORDINGS)}")
+        if max_depth is not None and (goals != "agentgym" or type(max_depth) is not int or max_depth < 1):
+            raise ValueError(f"max_depth must be an int >= 1 with goals='agentgym', got {max_depth!r} ({goals!r})")
         self.book: RecipeBook = recipe_book(data_dir)
-        self.goal_order, self.wording = goals, wording
+        if not isinstance(list_inventory, bool):
+            raise ValueError(f"list_inventory must be a bool, got {list_inventory!r}")
+        self.goal_order, self.wording, self.max_depth = goals, wording, max_depth
+        self.list_inventory = list_inventory
+        self._depths = tuple(d for _, d in self.book.goal_lists[goals])
         self.inventory: Counter[str] = Counter()
         self.goal = ""
         self._recipes: tuple[CraftRecipe, ...] = ()
@@ -66,6 +82,8 @@ class TextCraftEnv(BlockingEnv):
             item_id = item_id % self.num_items  # AgentGym's server takes any id modulo its goal count
         if not 0 <= item_id < self.num_items:
             raise ValueError(f"item_id must be in [0, {self.num_items}), got {item_id}")
+        if self.max_depth is not None:
+            item_id = capped_item(item_id, self.max_depth, self._depths)
         task = self.book.task(int(item_id), self.goal_order)
         self._item, self.goal, self._recipes = int(item_id), task.goal, task.recipes
         self.inventory = Counter()
@@ -109,9 +127,11 @@ class TextCraftEnv(BlockingEnv):
         return self._result(f"Could not execute {action}", False)
 
     def valid_actions_sync(self) -> list[str]:
-        """``inventory``, the ``get`` commands for base items the shown recipes use, and the ``craft``
-        commands the inventory allows now (at most ``MAX_LISTED_ACTIONS``)."""
-        actions = ["inventory"]
+        """``inventory`` (unless ``list_inventory=False``: it changes nothing, and a random-action warm-up
+        would make it the commonest reply), the ``get`` commands for base items the shown recipes use, and
+        the ``craft`` commands the inventory allows now (at most ``MAX_LISTED_ACTIONS``). ``inventory`` is
+        carried out either way."""
+        actions = ["inventory"] if self.list_inventory else []
         for recipe in self._recipes:
             for ingredient in recipe.inputs:
                 command = f"get {ingredient.count} {item_name(ingredient.name)}"

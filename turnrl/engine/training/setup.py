@@ -42,6 +42,7 @@ from turnrl.engine.rollout.run import EnvPool
 from turnrl.engine.rollout.sampler import TaskSampler, heldout_tasks
 from turnrl.engine.training.default_policy import build_default_policy
 from turnrl.engine.training.learner import Learner
+from turnrl.engine.training.warmup import warmup_items
 from turnrl.envs import get_env_spec
 from turnrl.models import ChatFormat, load_policy, save_policy
 from turnrl.models.loading import resolve_device
@@ -206,9 +207,7 @@ async def _policy(cfg: TrainConfig, resume_from: Path | None, reporter: Reporter
     reporter.phase("format warm-up (random valid actions)", None)
     env = spec.factory(**cfg.env.options)
     train = spec.splits.train
-    # Warm-up items are drawn from the far end of the train split (round again when the warm-up asks for more
-    # episodes than the split holds: the random actions differ); RL samples the whole split.
-    items = [train[(len(train) - 1 - i) % len(train)] for i in range(default.warmup.episodes)]
+    items = warmup_items(train, default.warmup.episodes)
     model, tokenizer, losses = build_default_policy(
         env, items, default, seed=cfg.seed, on_step=lambda s, total, loss: reporter.advance(s, total=total, loss=loss)
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,14 @@ class RandomEpisode:
     system: str
     observations: list[str]  # one per action plus the first
     replies: list[str]  # the policy's reply text for each turn
+
+
+def warmup_items(train: Sequence[int], episodes: int) -> list[int]:
+    """The warm-up's item ids: from the far end of the train split backwards (RL samples the whole split),
+    round again when the warm-up asks for more episodes than the split holds (the random actions differ)."""
+    if not train:
+        raise ValueError("the warm-up needs a non-empty train split")
+    return [train[(len(train) - 1 - i) % len(train)] for i in range(episodes)]
 
 
 def random_episodes(env: BlockingEnv, item_ids: list[int], turn_cap: int, seed: int) -> list[RandomEpisode]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+
+import msgspec
 import pytest
 import torch
 
@@ -108,6 +111,27 @@ def test_zero_variance_groups_can_be_filtered(tiny_model, tokenizer, rollouts):
     assert all(not bool(batch.loss_mask[i].any()) for i in flat)
 
 
+@pytest.mark.parametrize("value", [-0.7, 0.0])
+def test_invalid_replies_train_with_their_own_advantage(tiny_model, tokenizer, rollouts, value):
+    rng = random.Random(int(value * 10))
+    marked = []  # some turns flagged invalid, as the env flags a reply it could not perform
+    for traj in rollouts:
+        turns = [msgspec.structs.replace(t, valid=rng.random() < 0.4) for t in traj.turns]
+        marked.append(msgspec.structs.replace(traj, turns=turns))
+    plain, _ = Learner(tiny_model, LearnerConfig(), tokenizer.pad_token_id).prepare(marked)
+    config = LearnerConfig(invalid_reply_advantage=value)
+    batch, _ = Learner(tiny_model, config, tokenizer.pad_token_id).prepare(marked)
+    invalid = torch.zeros_like(batch.loss_mask)
+    for row, traj in enumerate(marked):
+        for turn in traj.turns:
+            if not turn.valid:
+                invalid[row, turn.action_start : turn.action_end] = True
+    invalid &= batch.loss_mask
+    assert bool(invalid.any()) and bool((batch.loss_mask & ~invalid).any())
+    assert torch.all(batch.advantages[invalid] == value)
+    assert torch.equal(batch.advantages[~invalid], plain.advantages[~invalid])  # valid replies: their episode's
+
+
 def test_kl_penalty_starts_at_zero(tiny_model, tokenizer, rollouts):
     learner = Learner(
         tiny_model, LearnerConfig(kl_coef=0.1, minibatches=1, lr=1e-3, lr_warmup_steps=0), tokenizer.pad_token_id
@@ -138,6 +162,7 @@ def test_learner_state_round_trip(tiny_model, tokenizer, rollouts):
         (lambda: LearnerConfig(dual_clip=0.9), "dual_clip"),
         (lambda: CriticConfig(kind="twin"), "critic.kind"),
         (lambda: AdvantageParams(gamma=1.5), "gamma"),
+        (lambda: LearnerConfig(invalid_reply_advantage=float("nan")), "invalid_reply_advantage"),
     ],
 )
 def test_bad_algorithm_configs(build, needle):

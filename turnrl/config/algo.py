@@ -77,6 +77,9 @@ class LearnerConfig(msgspec.Struct, frozen=True, kw_only=True):
     # proximal / behaviour; "truncated_is" does the same with that weight capped at ``is_cap``.
     off_policy: str = "none"
     is_cap: float = 2.0
+    # Free text: None trains a reply the env found invalid with its episode's advantage (so it shares the credit
+    # of a success that came despite it); a number trains its tokens with this advantage instead.
+    invalid_reply_advantage: float | None = None
     # No temperature here: the learner computes log-probs at the temperature the tokens were sampled at
     # (rollout.episode.temperature), so the ratio can never mix two temperatures.
 
@@ -106,3 +109,7 @@ class LearnerConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"unknown off_policy {self.off_policy!r}; choose from: {known}")
         if not self.is_cap >= 1:
             raise ValueError(f"is_cap must be >= 1, got {self.is_cap}")
+        if self.invalid_reply_advantage is not None and not math.isfinite(self.invalid_reply_advantage):
+            raise ValueError(
+                f"invalid_reply_advantage must be a finite number or None, got {self.invalid_reply_advantage}"
+            )

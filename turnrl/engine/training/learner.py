@@ -176,6 +176,8 @@ class Learner:
             inputs.values = batch.old_values
         out = self.estimator.fn(inputs, self.advantage)
         batch.advantages = out.advantages * batch.loss_mask
+        if self.config.invalid_reply_advantage is not None:
+            _override_invalid_replies(batch, trajectories, self.config.invalid_reply_advantage)
         off_policy = self._correct_off_policy(batch) if self.config.off_policy != "none" else {}
         batch.returns = out.returns
         stats = {
@@ -309,6 +311,15 @@ class Learner:
             self.critic.eval()
         sums["grad_norm"] = grad_norm
         return sums
+
+
+def _override_invalid_replies(batch: TokenBatch, trajectories: list[Trajectory], advantage: float) -> None:
+    """Every token of a reply the env found invalid trains with ``advantage`` instead of its episode's."""
+    for row, trajectory in enumerate(trajectories):
+        for turn in trajectory.turns:
+            if not turn.valid:
+                span = slice(turn.action_start, turn.action_end)
+                batch.advantages[row, span] = advantage * batch.loss_mask[row, span]
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:

@@ -1,0 +1,65 @@
+"""The learning benchmarks' configurations: every suite task and every schedule builds a valid run config."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from turnrl.engine.rollout.curriculum import TurnCapSchedule
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+suite = _load("learning_suite")
+scaling_inter = _load("scaling_inter")
+
+
+@pytest.mark.parametrize("task", suite.SUITE, ids=lambda t: t.name)
+def test_every_suite_task_is_free_text_from_the_embedded_model(task, tmp_path):
+    config = suite.task_config(task, tmp_path, seed=3, quick=False)
+    assert config.env.family == task.env
+    assert not config.rollout.episode.constrain_to_valid_actions
+    assert config.model.path is None  # its own base, warmed up on its own family
+    assert config.out == str(tmp_path / task.name) and config.seed == 3
+    if task.steps is not None:
+        assert config.steps == task.steps
+    quick = suite.task_config(task, tmp_path, seed=3, quick=True)
+    assert (quick.steps, quick.eval.tasks, quick.model.default.warmup.episodes) == (2, 10, 32)
+
+
+def test_suite_levels_need_their_turn_caps(tmp_path):
+    by_name = {t.name: suite.task_config(t, tmp_path, 0, False) for t in suite.SUITE}
+    assert by_name["unlockpickup"].env.options["level"] == "UnlockPickup"
+    assert by_name["unlockpickup"].rollout.episode.turn_cap == by_name["unlockpickup"].eval.turn_cap == 10
+    assert by_name["search-1hop"].env.options["hops"] == 1
+
+
+@pytest.mark.parametrize("steps", [3, 30, 61])
+def test_schedules_run_their_caps_at_equal_steps(steps):
+    schedules = scaling_inter.schedules(4, 12, steps)
+    assert len(schedules) == 4
+    caps = {
+        name: [TurnCapSchedule(c, "babyai", 12).cap(s) for s in range(1, steps + 1)] for name, c in schedules.items()
+    }
+    assert set(caps["fixed_4"]) == {4} and set(caps["fixed_12"]) == {12}
+    staged = caps["scaling_inter_4_8_12"]
+    assert staged == sorted(staged) and staged[0] == 4 and staged[-1] == 12
+    assert caps["adaptive_4_8_12"][0] == 4  # adaptive starts small and moves only on what it observes
+
+
+def test_spread_of_seeds():
+    out = scaling_inter.spread([0.5, 0.7, 0.6])
+    assert out["mean"] == pytest.approx(0.6) and out["std"] == pytest.approx(0.1)
+    assert (out["min"], out["max"]) == (0.5, 0.7)
+    assert scaling_inter.spread([0.4])["std"] == 0.0

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import msgspec
 import torch
-from latency_model import LatencyModelGenerator, SyntheticEnv, Workload, WorkloadConfig
 from virtual_time import VirtualClockLoop
 
+from turnrl.bench.latency_model import LatencyModelGenerator, SyntheticEnv, Workload, WorkloadConfig
 from turnrl.bench.presets import synthetic_episode_config
 from turnrl.config import TrainConfig
 from turnrl.engine.eval.heldout import HeldOutEvaluator

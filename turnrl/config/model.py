@@ -27,4 +27,9 @@ class DefaultModelConfig(msgspec.Struct, frozen=True, kw_only=True):
     preset: str = "tiny"
     vocab_size: int = 2048
     max_positions: int = 4096
+    copy_init_layer: int = 0  # the attention layer that starts as a copy head (see models.tiny.copy_friendly_init)
     warmup: WarmupConfig = WarmupConfig()
+
+    def __post_init__(self) -> None:
+        if self.copy_init_layer < 0:
+            raise ValueError(f"copy_init_layer must be >= 0, got {self.copy_init_layer}")

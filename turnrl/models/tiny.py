@@ -25,7 +25,12 @@ TINY_PRESETS: dict[str, dict[str, int]] = {
 
 
 def build_tiny_model(
-    tokenizer, preset: str = "tiny", max_positions: int = 4096, seed: int = 0, copy_init_scale: float = 3.0
+    tokenizer,
+    preset: str = "tiny",
+    max_positions: int = 4096,
+    seed: int = 0,
+    copy_init_scale: float = 3.0,
+    copy_init_layer: int = 0,
 ) -> Qwen2ForCausalLM:
     if preset not in TINY_PRESETS:
         raise ValueError(f"unknown model preset {preset!r}; choose from: {', '.join(TINY_PRESETS)}")
@@ -41,8 +46,10 @@ def build_tiny_model(
     )
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config)
+    if not 0 <= copy_init_layer < config.num_hidden_layers:
+        raise ValueError(f"copy_init_layer must be in [0, {config.num_hidden_layers}), got {copy_init_layer}")
     if copy_init_scale:
-        copy_friendly_init(model, layer=0, scale=copy_init_scale)
+        copy_friendly_init(model, layer=copy_init_layer, scale=copy_init_scale)
     return model
 
 

@@ -25,7 +25,9 @@ def build_default_policy(
         corpus.extend(ep.observations)
         corpus.extend(ep.replies)
     tokenizer = train_tokenizer(corpus, config.vocab_size)
-    model = build_tiny_model(tokenizer, config.preset, config.max_positions, seed)
+    model = build_tiny_model(
+        tokenizer, config.preset, config.max_positions, seed, copy_init_layer=config.copy_init_layer
+    )
     chat = ChatFormat(tokenizer)
     trajectories = [episode_to_trajectory(chat, ep) for ep in episodes]
     losses = supervised_warmup(model, chat, trajectories, config.warmup, tokenizer.pad_token_id, seed, on_step)

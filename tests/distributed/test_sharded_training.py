@@ -49,7 +49,13 @@ def test_roles_as_commands_train_three_steps_with_a_two_rank_learner(tmp_path, t
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert [r["weight_version"] for r in rows] == [1, 2, 3]  # the service took every update
     assert all(r["learner/optimizer_steps"] >= 1 for r in rows)
-    assert any(r["learner/grad_norm"] > 0 for r in rows)  # (a step whose groups all tie has no gradient)
+    for row in rows:  # a step learns when one of its groups' rewards differ (if they all tie, nothing to learn)
+        episodes = [json.loads(line) for line in (run / "trajectories" / f"step-{row['step']:06d}.jsonl").open()]
+        groups: dict[int, set[float]] = {}
+        for episode in episodes:
+            groups.setdefault(episode["group"], set()).add(episode["reward"])
+        if any(len(rewards) > 1 for rewards in groups.values()):
+            assert row["learner/grad_norm"] > 0
     assert not any(r.get("train/env_error_rate", 0) for r in rows)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["episodes_trained"] == 12

@@ -16,10 +16,10 @@ Prints a table, writes JSON (``--json``) and one figure of the held-out curves a
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from turnrl.bench.report import write_json
 from turnrl.config.toml_file import load
 from turnrl.engine.records.metrics import read_metrics
 from turnrl.engine.training.loop import Trainer
@@ -151,9 +151,7 @@ def main() -> None:
     plot(results, png)
     print(f"plot: {png}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2, sort_keys=True))
-        print(f"json: {args.json}")
+        print(f"json: {write_json(results, args.json)}")
 
 
 if __name__ == "__main__":

@@ -16,12 +16,12 @@ and writes JSON and a figure of the mean curves with their spread.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
 import msgspec
 
+from turnrl.bench.report import write_json
 from turnrl.config.curriculum import CurriculumConfig
 from turnrl.config.toml_file import load
 from turnrl.config.train import ModelConfig
@@ -156,9 +156,7 @@ def main() -> None:
     plot(results, png)
     print(f"plot: {png}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2, sort_keys=True))
-        print(f"json: {args.json}")
+        print(f"json: {write_json(results, args.json)}")
 
 
 if __name__ == "__main__":

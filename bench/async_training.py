@@ -30,6 +30,7 @@ from collections import Counter
 from pathlib import Path
 
 import msgspec
+import torch
 from node_model import PRESETS, NodeCosts, run_modelled
 
 from turnrl.config.generation import GeneratorConfig
@@ -59,7 +60,9 @@ def one_run(name: str, eta: int, in_flight: str, off_policy: str, args, out: Pat
         algo=msgspec.structs.replace(base.algo, learner=learner),
         model=ModelConfig(path=str(Path(args.base_model).resolve())),
         rollout=msgspec.structs.replace(
-            base.rollout, staleness=eta, generator=GeneratorConfig(kind=args.generator, in_flight=in_flight)
+            base.rollout,
+            staleness=eta,
+            generator=GeneratorConfig(kind=args.generator, in_flight=in_flight, torch_threads=args.service_threads),
         ),
         eval=EvalConfig(tasks=args.heldout, turn_cap=base.eval.turn_cap, temperature=0.0, every=0),
     )
@@ -186,9 +189,15 @@ def main() -> None:
     )
     parser.add_argument("--heldout", type=int, default=200)
     parser.add_argument("--generator", default="local", choices=("local", "service"))
+    parser.add_argument("--service-threads", type=int, help="--generator service: the service process's torch threads")
+    parser.add_argument("--learner-threads", type=int, help="torch threads of this process (the learner's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.service_threads is not None and args.generator != "service":
+        parser.error("--service-threads needs --generator service")
+    if args.learner_threads is not None:
+        torch.set_num_threads(args.learner_threads)
     keys = args.runs.split(",")
     unknown = [k for k in keys if k.rstrip("dt") not in RUNS or len(k) - len(k.rstrip("dt")) > 1]
     if unknown or "0" not in keys:
@@ -222,12 +231,15 @@ def main() -> None:
         # the most any overlap can give here: all cores busy, against what the synchronous run kept busy
         "cpu_ceiling": (os.cpu_count() or 1) / sync["cores_busy"],
         "generator": args.generator,
+        "service_threads": args.service_threads,
+        "learner_threads": torch.get_num_threads(),
         "steps": args.steps,
         "heldout_tasks": args.heldout,
         "runs": results,
     }
     print(
-        f"\nasync training: BabyAI GoToLocal, {args.steps} steps x 64 episodes, generator {args.generator}, "
+        f"\nasync training: BabyAI GoToLocal, {args.steps} steps x 64 episodes, generator {args.generator} "
+        f"(threads: service {args.service_threads or 'default'}, learner {torch.get_num_threads()}), "
         f"held-out {args.heldout} tasks (greedy)"
     )
     print(

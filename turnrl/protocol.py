@@ -73,7 +73,8 @@ class EnvResult(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class Turn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """One policy turn: the span of its tokens and what the environment answered.
 
-    ``allowed`` holds the completions the turn was constrained to (None: free text).
+    ``allowed`` holds the completions the turn was constrained to (None: free text). ``listed`` holds, for a
+    free-text turn, the completions the env listed as valid, recorded for the learner and not enforced.
     """
 
     action_start: int
@@ -83,6 +84,7 @@ class Turn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     reward: float
     valid: bool = True
     allowed: list[list[int]] | None = None
+    listed: list[list[int]] | None = None
 
 
 class Trajectory(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

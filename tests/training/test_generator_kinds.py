@@ -35,7 +35,13 @@ def _config(tmp_path, tiny_model, tokenizer, *, steps: int, turn_cap: int, eval_
 
 def test_training_through_the_generation_service(tmp_path, tiny_model, tokenizer):
     config = _config(
-        tmp_path, tiny_model, tokenizer, steps=2, turn_cap=2, eval_tasks=3, generator=GeneratorConfig(kind="service")
+        tmp_path,
+        tiny_model,
+        tokenizer,
+        steps=2,
+        turn_cap=2,
+        eval_tasks=3,
+        generator=GeneratorConfig(kind="service", torch_threads=1),  # the service on one core, as on a CPU split
     )
     summary = Trainer(config).run()
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
@@ -99,6 +105,7 @@ def test_a_learner_that_raises_stops_the_run_with_its_error(tmp_path, tiny_model
         ({"kind": "vllm"}, "kind must be one of"),
         ({"kind": "sglang"}, "at least one SGLang server"),
         ({"max_running": 0}, "max_running"),
+        ({"torch_threads": 0}, "torch_threads"),
         ({"weights": "mirror"}, "weights must be one of"),
         ({"in_flight": "drop"}, "in_flight must be"),
     ],

@@ -80,6 +80,9 @@ class LearnerConfig(msgspec.Struct, frozen=True, kw_only=True):
     # Free text: None trains a reply the env found invalid with its episode's advantage (so it shares the credit
     # of a success that came despite it); a number trains its tokens with this advantage instead.
     invalid_reply_advantage: float | None = None
+    # rollout.episode.learn_from_listed_actions: the advantage of a reply's one trained token where it left the
+    # env's list (its log-prob is the list's mass there, so a positive value moves mass back onto the list).
+    off_list_advantage: float = 1.0
     # No temperature here: the learner computes log-probs at the temperature the tokens were sampled at
     # (rollout.episode.temperature), so the ratio can never mix two temperatures.
 
@@ -109,6 +112,8 @@ class LearnerConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"unknown off_policy {self.off_policy!r}; choose from: {known}")
         if not self.is_cap >= 1:
             raise ValueError(f"is_cap must be >= 1, got {self.is_cap}")
+        if not math.isfinite(self.off_list_advantage):
+            raise ValueError(f"off_list_advantage must be a finite number, got {self.off_list_advantage}")
         if self.invalid_reply_advantage is not None and not math.isfinite(self.invalid_reply_advantage):
             raise ValueError(
                 f"invalid_reply_advantage must be a finite number or None, got {self.invalid_reply_advantage}"

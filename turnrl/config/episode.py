@@ -21,6 +21,9 @@ class EpisodeConfig(msgspec.Struct, frozen=True, kw_only=True):
     reward_mode: str = "last"  # "last" (AgentGym: the last step's reward) or "sum" over turns
     constrain_to_valid_actions: bool = False  # sample only replies that perform a currently valid action
     invalid_reply_penalty: float = 0.0  # subtracted from the episode's reward per reply the env found invalid
+    # Free text: record the env's listed replies on every turn (not enforced), so the learner trains a reply on
+    # the list renormalised over the list, and a reply that left it only towards the list (see training.batch).
+    learn_from_listed_actions: bool = False
 
     def __post_init__(self) -> None:
         if self.turn_cap < 1:
@@ -33,5 +36,9 @@ class EpisodeConfig(msgspec.Struct, frozen=True, kw_only=True):
                 raise ValueError(f"{name} must be > 0 or None, got {value}")
         if not self.invalid_reply_penalty >= 0:
             raise ValueError(f"invalid_reply_penalty must be >= 0, got {self.invalid_reply_penalty}")
+        if self.learn_from_listed_actions and self.constrain_to_valid_actions:
+            raise ValueError(
+                "learn_from_listed_actions is for free text; with constrain_to_valid_actions every reply is on the list"
+            )
         if self.reward_mode not in ("last", "sum"):
             raise ValueError(f"reward_mode must be 'last' or 'sum', got {self.reward_mode!r}")

@@ -87,6 +87,9 @@ class GeneratorConfig(msgspec.Struct, frozen=True, kw_only=True):
     # start an external service with the same ``max_frame_bytes``)
     max_frame_bytes: int = MAX_FRAME_BYTES
     max_running: int = 64  # service: sequences decoded together
+    # service (started by the run): torch threads of its process (None: torch's default, all cores); on a CPU
+    # machine, fewer than all lets it decode while the learner computes on the others
+    torch_threads: int | None = None
     urls: tuple[str, ...] = ()  # sglang: the servers' base URLs
     request_timeout_s: float | None = None
     # local: "shared" samples from the learner's own model (generation pauses for every update); "copy" keeps its
@@ -110,6 +113,8 @@ class GeneratorConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("rollout.generator.urls must name at least one SGLang server for kind 'sglang'")
         if self.max_running < 1:
             raise ValueError(f"rollout.generator.max_running must be >= 1, got {self.max_running}")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ValueError(f"rollout.generator.torch_threads must be >= 1 or None, got {self.torch_threads}")
         if self.max_frame_bytes < 1024:
             raise ValueError(f"rollout.generator.max_frame_bytes must be >= 1024, got {self.max_frame_bytes}")
         if self.external and (self.kind != "service" or not self.address):

@@ -30,3 +30,22 @@ def constrained_positions(completions: list[list[int]], output: list[int]) -> li
             raise ValueError(f"token {token} at position {i} is outside the allowed completions")
         sets.append(allowed)
     return sets
+
+
+def listed_positions(completions: list[list[int]], output: list[int]) -> tuple[list[list[int]], int | None]:
+    """For an ``output`` sampled freely beside a list of ``completions``: the allowed token sets of the positions
+    it spent on the list, and the position where it left the list (None if it never left).
+
+    An output that follows the list to its end returns one set per position and None; one that leaves it at
+    position ``k`` returns the sets of positions ``0..k`` (the last one names what would have stayed on the list)
+    and ``k``; one that stops early, still on the list but no completion's end, returns its sets and ``len(output)``
+    (no set for that position: nothing of it can be trained towards the list)."""
+    sets: list[list[int]] = []
+    for i, token in enumerate(output):
+        allowed = allowed_next(completions, output[:i])
+        sets.append(allowed)
+        if token not in allowed:
+            return sets, i
+    if output not in completions:
+        return sets, len(output)
+    return sets, None

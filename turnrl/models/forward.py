@@ -3,7 +3,8 @@
 Invariant: the log-prob of token ``t`` is computed from the hidden state at ``t - 1`` and the LM head runs only
 on the positions asked for (the fused kernel, never full-vocabulary logits for every position); a token sampled
 under a constraint gets the log-prob of the distribution renormalised over the tokens allowed there, exactly as
-the sampler drew it.
+the sampler drew it. A token recorded beside a list it left (``constraint_set_target``) gets instead the log-prob
+that the token at its position lies in the allowed set at all (the mass of the list there).
 """
 
 from __future__ import annotations
@@ -30,11 +31,14 @@ def token_logprobs(
     chunk_rows: int = 2048,
     constraint_index: torch.Tensor | None = None,
     constraint_allowed: torch.Tensor | None = None,
+    constraint_set_target: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs and entropies [B, T] at the tokens ``loss_mask`` marks (0 elsewhere).
 
     ``constraint_index`` [M, 2] (row, position) and ``constraint_allowed`` [M, K] (-1 padded) name tokens that
-    were sampled from a distribution restricted to the allowed ids; theirs are recomputed the same way."""
+    were sampled from a distribution restricted to the allowed ids; theirs are recomputed the same way. Where
+    ``constraint_set_target`` [M] (bool) is set, the log-prob is that of the allowed set (its entropy stays the
+    full distribution's)."""
     hidden = hidden_states(model, input_ids, attention_mask)
     predict_from = loss_mask[:, 1:]  # hidden at t-1 predicts token t
     rows = hidden[:, :-1][predict_from]
@@ -49,18 +53,27 @@ def token_logprobs(
     ent_full = ent_full.masked_scatter(full_mask, entropy)
     if constraint_index is not None:
         rows, cols = constraint_index[:, 0], constraint_index[:, 1]
+        targets = input_ids[rows, cols]
         lp_c, ent_c = restricted_logprob_entropy(
-            hidden[rows, cols - 1], weight, input_ids[rows, cols], constraint_allowed, temperature
+            hidden[rows, cols - 1], weight, targets, constraint_allowed, temperature, constraint_set_target
         )
         logp_full = logp_full.index_put((rows, cols), lp_c)
+        if constraint_set_target is not None:
+            ent_c = torch.where(constraint_set_target, ent_full[rows, cols], ent_c)
         ent_full = ent_full.index_put((rows, cols), ent_c)
     return logp_full, ent_full
 
 
 def restricted_logprob_entropy(
-    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, allowed: torch.Tensor, temperature: float
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    allowed: torch.Tensor,
+    temperature: float,
+    set_target: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-prob of ``targets`` and entropy under softmax restricted to ``allowed`` ids (-1 = padding)."""
+    """Log-prob of ``targets`` and entropy under softmax restricted to ``allowed`` ids (-1 = padding); where
+    ``set_target`` is set, the log-prob of the whole allowed set under the unrestricted softmax instead."""
     logits = (hidden.float() @ weight.float().t()) / temperature
     valid = allowed >= 0
     picked = logits.gather(1, allowed.clamp(min=0)).masked_fill(~valid, float("-inf"))
@@ -68,4 +81,7 @@ def restricted_logprob_entropy(
     probs = torch.softmax(picked, dim=-1)
     entropy = logz - (probs * picked.masked_fill(~valid, 0.0)).sum(-1)
     target = logits.gather(1, targets[:, None]).squeeze(1)
-    return target - logz, entropy
+    logp = target - logz
+    if set_target is not None:
+        logp = torch.where(set_target, logz - torch.logsumexp(logits, dim=-1), logp)
+    return logp, entropy

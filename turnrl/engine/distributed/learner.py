@@ -36,10 +36,8 @@ class _Logprobs(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask, loss_mask, constraint_index, constraint_allowed, temperature):
-        return token_logprobs(
-            self.model, input_ids, attention_mask, loss_mask, temperature, 2048, constraint_index, constraint_allowed
-        )
+    def forward(self, input_ids, attention_mask, loss_mask, constraints, temperature):
+        return token_logprobs(self.model, input_ids, attention_mask, loss_mask, temperature, 2048, *constraints)
 
 
 def _decoder_layers(model: nn.Module) -> list[nn.Module]:
@@ -140,8 +138,7 @@ class ShardedLearner(Learner):
             batch.input_ids,
             batch.attention_mask,
             batch.loss_mask,
-            batch.constraint_index,
-            batch.constraint_allowed,
+            (batch.constraint_index, batch.constraint_allowed, batch.constraint_set_target),
             self.temperature,
         )
         return logp.float(), entropy.float()

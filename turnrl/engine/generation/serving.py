@@ -66,6 +66,7 @@ async def open_generator(
                 kv_cache_tokens=kv_cache_tokens,
                 in_flight=config.in_flight,
                 max_frame_bytes=config.max_frame_bytes,
+                torch_threads=config.torch_threads,
             )
         )
         await asyncio.to_thread(process.start)

@@ -80,6 +80,7 @@ class EpisodeRunner:
         self._last_output: list[int] = []
         self._last_action = ""
         self._last_allowed: list[list[int]] | None = None
+        self._last_listed: list[list[int]] | None = None
         self.session_id = f"{task.env}-{task.item_id}-{task.group}-{next(_request_ids)}"
 
     async def run(self) -> Trajectory:
@@ -138,8 +139,9 @@ class EpisodeRunner:
         else:
             self.state = EpisodeState.GENERATING
 
-    async def _allowed_replies(self) -> list[list[int]] | None:
-        if not self.config.constrain_to_valid_actions:
+    async def _listed_replies(self) -> list[list[int]] | None:
+        """The env's valid actions as reply tokens, when decoding is constrained to them or the learner uses them."""
+        if not (self.config.constrain_to_valid_actions or self.config.learn_from_listed_actions):
             return None
         actions = await self.env.valid_actions()
         if not actions:
@@ -149,9 +151,10 @@ class EpisodeRunner:
 
     async def _generate(self) -> None:
         try:
-            allowed = await self._allowed_replies()
+            listed = await self._listed_replies()
         except Exception as exc:
             return self._finish("env_error", f"valid actions unavailable: {exc!r}")
+        allowed = listed if self.config.constrain_to_valid_actions else None
         request = GenerateRequest(
             request_id=f"{self.session_id}-{len(self.turns)}",
             input_ids=list(self.token_ids),
@@ -177,6 +180,7 @@ class EpisodeRunner:
         self._append(result.output_ids, 1, result.logprobs, result.versions)
         self._last_output = result.output_ids
         self._last_allowed = allowed
+        self._last_listed = None if self.config.constrain_to_valid_actions else listed
         self._last_action = reply_decoder(self.chat.tokenizer)(result.output_ids)
         self.state = EpisodeState.STEPPING
 
@@ -196,6 +200,7 @@ class EpisodeRunner:
                 reward=float(result.reward),
                 valid=bool(result.info.get("valid", True)),
                 allowed=self._last_allowed,
+                listed=self._last_listed,
             )
         )
         self.success = bool(result.info.get("success", result.done and result.reward > 0))

@@ -5,7 +5,10 @@ trajectory (right padding); ``loss_mask[b, t] == 1`` only where the policy sampl
 token ``t``; the log-prob of token ``t`` is computed from the hidden state at
 ``t - 1``, and the LM head runs only on those positions. A token sampled under a
 constraint (``Turn.allowed``) gets the log-prob of the distribution renormalised
-over the tokens that were allowed there, exactly as it was sampled.
+over the tokens that were allowed there, exactly as it was sampled. A free-text reply recorded beside the env's
+listed replies (``Turn.listed``) trains the same way while it stays on the list (conditioned on staying there,
+it was drawn from exactly that renormalised distribution); a reply that left the list keeps one policy token,
+the one where it left, whose log-prob is the mass of the list there; the rest of it carries no loss.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
-from turnrl.models.constraints import constrained_positions
+from turnrl.models.constraints import constrained_positions, listed_positions
 from turnrl.models.forward import token_logprobs
 from turnrl.protocol import Trajectory
 
@@ -28,6 +31,8 @@ class TokenBatch:
     advantages: torch.Tensor  # [B, T] float32
     constraint_index: torch.Tensor | None = None  # [M, 2] (row, position) of constrained tokens
     constraint_allowed: torch.Tensor | None = None  # [M, K] allowed token ids, -1 padded
+    constraint_set_target: torch.Tensor | None = None  # [M] bool: the log-prob of the allowed set (left the list)
+    constraint_recorded: torch.Tensor | None = None  # [M] bool: listed beside free text, not sampled under it
     returns: torch.Tensor | None = None  # [B, T] value targets (critic)
     old_values: torch.Tensor | None = None  # [B, T] critic values at rollout time
     ref_logprobs: torch.Tensor | None = None  # [B, T] frozen reference policy
@@ -48,16 +53,17 @@ class TokenBatch:
             if field.name.startswith("constraint_") or value is None:
                 continue
             picked[field.name] = value[index, :width]
-        constraint_index = constraint_allowed = None
+        constraints = {f.name: None for f in fields(self) if f.name.startswith("constraint_")}
         if self.constraint_index is not None:
             remap = {row: i for i, row in enumerate(rows)}
             keep = [i for i, r in enumerate(self.constraint_index[:, 0].tolist()) if r in remap]
             if keep:
-                kept = self.constraint_index[keep]
-                new_rows = torch.tensor([remap[int(r)] for r in kept[:, 0]], dtype=torch.long)
-                constraint_index = torch.stack([new_rows, kept[:, 1]], dim=1)
-                constraint_allowed = self.constraint_allowed[keep]
-        return replace(self, **picked, constraint_index=constraint_index, constraint_allowed=constraint_allowed)
+                for name in constraints:
+                    value = getattr(self, name)
+                    constraints[name] = None if value is None else value[keep]
+                new_rows = torch.tensor([remap[int(r)] for r in constraints["constraint_index"][:, 0]])
+                constraints["constraint_index"] = torch.stack([new_rows, constraints["constraint_index"][:, 1]], dim=1)
+        return replace(self, **picked, **constraints)
 
 
 def pack(trajectories: list[Trajectory], advantages: list[torch.Tensor] | None, pad_token_id: int) -> TokenBatch:
@@ -83,28 +89,52 @@ def pack(trajectories: list[Trajectory], advantages: list[torch.Tensor] | None, 
                 raise ValueError(f"trajectory {row}: advantages have {advantages[row].shape[0]} entries, expected {n}")
             adv[row, :n] = advantages[row]
     loss_mask[:, 0] = False  # the first token has no context to predict it from
-    index, allowed = _constraints(trajectories)
-    return TokenBatch(input_ids, attention, loss_mask, old, adv, index, allowed)
+    constraints = _constraints(trajectories, loss_mask)
+    return TokenBatch(input_ids, attention, loss_mask, old, adv, *constraints)
 
 
-def _constraints(trajectories: list[Trajectory]):
+def _constraints(trajectories: list[Trajectory], loss_mask: torch.Tensor):
+    """(index, allowed, set_target, recorded) of every constrained or listed position; clears ``loss_mask`` on
+    the tokens of a reply that left its list, except the one where it left."""
     where: list[tuple[int, int]] = []
     sets: list[list[int]] = []
+    set_target: list[bool] = []
+    recorded: list[bool] = []
     for row, traj in enumerate(trajectories):
         for turn in traj.turns:
-            if turn.allowed is None:
+            start, end = turn.action_start, turn.action_end
+            output = traj.token_ids[start:end]
+            left_at = None
+            if turn.allowed is not None:
+                positions = constrained_positions(turn.allowed, output)
+            elif turn.listed is not None:
+                positions, left_at = listed_positions(turn.listed, output)
+            else:
                 continue
-            output = traj.token_ids[turn.action_start : turn.action_end]
-            for offset, allowed in enumerate(constrained_positions(turn.allowed, output)):
-                where.append((row, turn.action_start + offset))
+            if left_at is not None:
+                loss_mask[row, start:end] = False
+                if left_at == len(output):  # stopped early on the list: nothing to train
+                    continue
+                positions = positions[left_at:]
+                loss_mask[row, start + left_at] = True
+            first = start if left_at is None else start + left_at
+            for offset, allowed in enumerate(positions):
+                where.append((row, first + offset))
                 sets.append(allowed)
+                set_target.append(left_at is not None)
+                recorded.append(turn.allowed is None)
     if not where:
-        return None, None
+        return None, None, None, None
     width = max(len(a) for a in sets)
     allowed = torch.full((len(sets), width), -1, dtype=torch.long)
     for i, a in enumerate(sets):
         allowed[i, : len(a)] = torch.tensor(a, dtype=torch.long)
-    return torch.tensor(where, dtype=torch.long), allowed
+    return (
+        torch.tensor(where, dtype=torch.long),
+        allowed,
+        torch.tensor(set_target, dtype=torch.bool),
+        torch.tensor(recorded, dtype=torch.bool),
+    )
 
 
 def policy_logprobs(
@@ -120,6 +150,7 @@ def policy_logprobs(
         chunk_rows,
         batch.constraint_index,
         batch.constraint_allowed,
+        batch.constraint_set_target,
     )
 
 

@@ -165,6 +165,9 @@ class Learner:
     def prepare(self, trajectories: list[Trajectory]) -> tuple[TokenBatch, dict[str, float]]:
         """Pack the batch and attach advantages (and returns, old values, reference log-probs)."""
         batch = pack(trajectories, None, self.pad_token_id)
+        listed = batch.constraint_recorded is not None and bool(batch.constraint_recorded.any())
+        if listed:
+            self._listed_old_logprobs(batch)
         inputs = advantage_inputs(trajectories, batch.loss_mask, batch.old_logprobs, self.per_turn_rewards)
         if self.reference is not None:
             batch.ref_logprobs = self._per_row(lambda sub: self._logprobs("reference", sub)[0], batch)
@@ -178,6 +181,9 @@ class Learner:
         batch.advantages = out.advantages * batch.loss_mask
         if self.config.invalid_reply_advantage is not None:
             _override_invalid_replies(batch, trajectories, self.config.invalid_reply_advantage)
+        if listed:
+            rows, cols = batch.constraint_index[batch.constraint_set_target].unbind(1)
+            batch.advantages[rows, cols] = self.config.off_list_advantage
         off_policy = self._correct_off_policy(batch) if self.config.off_policy != "none" else {}
         batch.returns = out.returns
         stats = {
@@ -190,6 +196,15 @@ class Learner:
             batch.loss_mask[list(dropped)] = False
             stats["filtered_trajectories"] = float(len(dropped))
         return batch, stats
+
+    def _listed_old_logprobs(self, batch: TokenBatch) -> None:
+        """A free-text reply was sampled with full-vocabulary log-probs; where the learner renormalises it over the
+        env's list (or takes the list's mass), its old log-prob is this policy's before the update, the same as the
+        sampler's when no update came between (staleness 0)."""
+        self.model.eval()
+        now = self._per_row(lambda sub: self._logprobs("policy", sub)[0], batch)
+        rows, cols = batch.constraint_index[batch.constraint_recorded].unbind(1)
+        batch.old_logprobs[rows, cols] = now[rows, cols]
 
     def _correct_off_policy(self, batch: TokenBatch) -> dict[str, float]:
         """Proximal log-probs (this model, before the update) and the proximal / behaviour importance weights."""

@@ -3,7 +3,9 @@
 Invariants:
 - only policy tokens carry loss; the "old" log-probs are the ones sampled at
   generation time (token in, token out), so the importance ratio also corrects
-  for any staleness of the generator;
+  for any staleness of the generator; the one exception is a free-text reply
+  trained beside the env's list (``Turn.listed``), whose renormalised old
+  log-probs the sampler never computed: they are this policy's before the update;
 - advantages are computed once per batch, before any update, from the rewards,
   the critic's values and the reference's log-probs as the estimator needs them;
 - each batch is split into ``minibatches`` optimizer steps (times ``epochs``), each

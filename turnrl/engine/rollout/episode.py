@@ -145,7 +145,8 @@ class EpisodeRunner:
             return None
         actions = await self.env.valid_actions()
         if not actions:
-            raise RuntimeError(f"{type(self.env).__name__} listed no valid actions to constrain decoding to")
+            name = type(self.env).__name__
+            raise RuntimeError(f"{name} listed no valid actions (to constrain decoding to, or to learn beside)")
         eos = self.chat.stop_token_ids[0]
         return [[*self.chat.encode_text(self.env.format_reply(a)), eos] for a in actions]
 

@@ -22,13 +22,10 @@ def check_completions(completions: list[list[int]]) -> None:
 
 
 def constrained_positions(completions: list[list[int]], output: list[int]) -> list[list[int]]:
-    """Allowed token sets for every position of ``output`` (which must follow the constraint)."""
-    sets = []
-    for i, token in enumerate(output):
-        allowed = allowed_next(completions, output[:i])
-        if token not in allowed:
-            raise ValueError(f"token {token} at position {i} is outside the allowed completions")
-        sets.append(allowed)
+    """Allowed token sets for every position of ``output`` (which must follow the constraint; it may stop early)."""
+    sets, left_at = listed_positions(completions, output)
+    if left_at is not None and left_at < len(output):
+        raise ValueError(f"token {output[left_at]} at position {left_at} is outside the allowed completions")
     return sets
 
 

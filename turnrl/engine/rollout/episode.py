@@ -79,7 +79,6 @@ class EpisodeRunner:
         self.success = False
         self._last_output: list[int] = []
         self._last_action = ""
-        self._last_allowed: list[list[int]] | None = None
         self._last_listed: list[list[int]] | None = None
         self.session_id = f"{task.env}-{task.item_id}-{task.group}-{next(_request_ids)}"
 
@@ -155,13 +154,12 @@ class EpisodeRunner:
             listed = await self._listed_replies()
         except Exception as exc:
             return self._finish("env_error", f"valid actions unavailable: {exc!r}")
-        allowed = listed if self.config.constrain_to_valid_actions else None
         request = GenerateRequest(
             request_id=f"{self.session_id}-{len(self.turns)}",
             input_ids=list(self.token_ids),
             session_id=self.session_id,
             group_key=f"{self.task.split}-{self.task.env}-{self.task.item_id}-{self.task.group}",
-            allowed=allowed,
+            allowed=listed if self.config.constrain_to_valid_actions else None,
             sampling=SamplingParams(
                 temperature=self.config.temperature,
                 top_p=self.config.top_p,
@@ -180,8 +178,7 @@ class EpisodeRunner:
             return self._finish("aborted" if result.finish_reason == "abort" else "gen_error", result.error)
         self._append(result.output_ids, 1, result.logprobs, result.versions)
         self._last_output = result.output_ids
-        self._last_allowed = allowed
-        self._last_listed = None if self.config.constrain_to_valid_actions else listed
+        self._last_listed = listed
         self._last_action = reply_decoder(self.chat.tokenizer)(result.output_ids)
         self.state = EpisodeState.STEPPING
 
@@ -200,8 +197,8 @@ class EpisodeRunner:
                 observation=result.observation,
                 reward=float(result.reward),
                 valid=bool(result.info.get("valid", True)),
-                allowed=self._last_allowed,
-                listed=self._last_listed,
+                allowed=self._last_listed if self.config.constrain_to_valid_actions else None,
+                listed=None if self.config.constrain_to_valid_actions else self._last_listed,
             )
         )
         self.success = bool(result.info.get("success", result.done and result.reward > 0))

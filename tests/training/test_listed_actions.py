@@ -8,6 +8,7 @@ leaves the list often).
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import msgspec
@@ -24,6 +25,7 @@ from turnrl.engine.training.learner import Learner
 from turnrl.envs.babyai import BabyAIEnv
 from turnrl.models.constraints import listed_positions
 from turnrl.models.forward import restricted_logprob_entropy
+from turnrl.models.tiny import build_tiny_model
 from turnrl.protocol import Task
 
 
@@ -65,13 +67,15 @@ def test_the_set_target_is_the_mass_of_the_allowed_tokens():
 
 
 class SometimesOnList(Generator):
-    """The real model, sampling free text on even requests and, on odd ones, one of two replies BabyAI always
-    lists ("turn left", "turn right"): the untrained model alone almost never stays on the list."""
+    """The real model, sampling free text on one request in three; on the others, one of two replies BabyAI
+    always lists ("turn left", "turn right"), or a reply that follows the list for a while and then leaves it
+    ("turn forward"): the untrained model alone almost never stays on the list, not even for a token."""
 
     def __init__(self, model, chat, pad_token_id):
         self.inner = LocalGenerator(model, pad_token_id, use_thread=False)
         eos = chat.stop_token_ids[0]
-        self.turns = [[*chat.encode_text(f"Action: turn {side}"), eos] for side in ("left", "right")]
+        self.on_list = [[*chat.encode_text(f"Action: turn {side}"), eos] for side in ("left", "right")]
+        self.leaves = [[*chat.encode_text("Action: turn forward"), eos]]
         self.calls = 0
 
     @property
@@ -80,18 +84,21 @@ class SometimesOnList(Generator):
 
     async def generate(self, request):
         self.calls += 1
-        if self.calls % 2 == 0:
-            request = msgspec.structs.replace(request, allowed=self.turns)
+        if self.calls % 3:
+            request = msgspec.structs.replace(request, allowed=self.on_list if self.calls % 3 == 1 else self.leaves)
         return await self.inner.generate(request)
 
 
-@pytest.fixture()
-async def free_text_rollouts(tiny_model, tokenizer, chat):
-    generator = SometimesOnList(tiny_model, chat, tokenizer.pad_token_id)
+@pytest.fixture(scope="module")
+def free_text_rollouts(tokenizer, chat):
+    """Sampled once for the module, by a model equal to ``tiny_model`` (same seed), which the tests may train."""
+    torch.manual_seed(0)
+    model = build_tiny_model(tokenizer, "tiny", max_positions=2048, seed=0).eval()
+    generator = SometimesOnList(model, chat, tokenizer.pad_token_id)
     pool = EnvPool(lambda: BabyAIEnv("GoToLocal", layout="turnrl"))
     tasks = [Task(env="babyai", item_id=40 + i, group=i) for i in range(6)]
     config = EpisodeConfig(turn_cap=3, max_new_tokens=5, learn_from_listed_actions=True)
-    return await run_episodes(tasks, pool, generator, chat, config)
+    return asyncio.run(run_episodes(tasks, pool, generator, chat, config))
 
 
 def _spans(trajectories):
@@ -115,6 +122,7 @@ def test_pack_trains_on_list_replies_renormalised_and_off_list_ones_at_the_token
     batch = pack(free_text_rollouts, None, tokenizer.pad_token_id)
     where = {tuple(rc): i for i, rc in enumerate(batch.constraint_index.tolist())}
     assert bool(batch.constraint_recorded.all())
+    prefixes = 0
     for row, turn, output in _spans(free_text_rollouts):
         span = range(turn.action_start, turn.action_end)
         trained = [col for col in span if bool(batch.loss_mask[row, col])]
@@ -133,6 +141,9 @@ def test_pack_trains_on_list_replies_renormalised_and_off_list_ones_at_the_token
             i = where[(row, col)]
             assert bool(batch.constraint_set_target[i])
             assert sorted(a for a in batch.constraint_allowed[i].tolist() if a >= 0) == sets[left_at]
+            assert all((row, c) not in where for c in span if c != col)
+            prefixes += left_at > 0
+    assert prefixes  # some reply followed the list for a while before it left: only where it left trains
 
 
 def test_the_learner_takes_old_log_probs_from_itself_and_the_off_list_advantage(

@@ -1,4 +1,5 @@
-"""Command line: bad values give one line, exit status 2, no traceback."""
+"""Command line: bad values give one line, exit status 2, no traceback. Most cases call ``main`` in this process
+(what ``python -m turnrl.cli`` runs, less the interpreter's start); a few run the real command."""
 
 from __future__ import annotations
 
@@ -7,9 +8,18 @@ import sys
 
 import pytest
 
+from turnrl.cli import main
+
 
 def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "turnrl.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def _main(capsys, *args: str) -> tuple[int, str, str]:
+    """``main(args)`` in this process: (exit status, stdout, stderr); an exception it lets out fails the test."""
+    status = main(list(args))
+    out = capsys.readouterr()
+    return status, out.out, out.err
 
 
 @pytest.mark.parametrize(
@@ -28,13 +38,13 @@ def _run(*args: str) -> subprocess.CompletedProcess:
         (["train", "--resume", "--out", "/no/such/run"], "nothing to resume"),
     ],
 )
-def test_bad_values(args, needle, tmp_path):
-    result = _run(*args)
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
+def test_bad_values(args, needle, capsys):
+    status, stdout, stderr = _main(capsys, *args)
+    assert status == 2, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
     assert lines[0].startswith("turnrl: error:") and needle in lines[0]
-    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert "Traceback" not in stderr and stdout == ""
 
 
 def test_model_path_that_is_not_a_model(tmp_path):
@@ -57,7 +67,7 @@ def test_help_works():
         (["train", "--curriculum-scale", "-1"], "scale"),
     ],
 )
-def test_bad_curriculum_values(args, needle):
-    result = _run(*args)
-    assert result.returncode == 2 and needle in result.stderr and "Traceback" not in result.stderr
-    assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
+def test_bad_curriculum_values(args, needle, capsys):
+    status, _, stderr = _main(capsys, *args)
+    assert status == 2 and needle in stderr and "Traceback" not in stderr
+    assert len([line for line in stderr.splitlines() if line.strip()]) == 1

@@ -37,7 +37,7 @@ from turnrl.config.generation import GeneratorConfig
 from turnrl.config.train import EvalConfig, ModelConfig
 from turnrl.engine.records.metrics import read_metrics
 from turnrl.engine.training.loop import Trainer
-from turnrl.recipes import demo_config
+from turnrl.recipes import constrained_decoding, demo_config
 
 # (name, staleness, in-flight policy)
 RUNS = {
@@ -53,19 +53,15 @@ CORRECTIONS = {"d": "decoupled", "t": "truncated_is"}
 
 
 def one_run(name: str, eta: int, in_flight: str, off_policy: str, args, out: Path) -> dict:
-    base = demo_config("babyai", steps=args.steps, out=str(out / name), seed=args.seed)
-    learner = msgspec.structs.replace(base.algo.learner, off_policy=off_policy)
     # measured under valid-action constraints (the decoding the main job's base was built for)
-    episode = msgspec.structs.replace(
-        base.rollout.episode, constrain_to_valid_actions=True, learn_from_listed_actions=False
-    )
+    base = constrained_decoding(demo_config("babyai", steps=args.steps, out=str(out / name), seed=args.seed))
+    learner = msgspec.structs.replace(base.algo.learner, off_policy=off_policy)
     config = msgspec.structs.replace(
         base,
         algo=msgspec.structs.replace(base.algo, learner=learner),
         model=ModelConfig(path=str(Path(args.base_model).resolve())),
         rollout=msgspec.structs.replace(
             base.rollout,
-            episode=episode,
             staleness=eta,
             generator=GeneratorConfig(kind=args.generator, in_flight=in_flight, torch_threads=args.service_threads),
         ),

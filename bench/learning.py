@@ -24,7 +24,7 @@ from turnrl.config.curriculum import CurriculumConfig
 from turnrl.config.train import EvalConfig, ModelConfig
 from turnrl.engine.records.metrics import read_metrics
 from turnrl.engine.training.loop import Trainer
-from turnrl.recipes import demo_config
+from turnrl.recipes import constrained_decoding, demo_config
 
 ALGORITHMS = ("grpo", "ppo", "reinforce_pp", "rloo")
 
@@ -93,12 +93,7 @@ def main() -> None:
     out = Path(args.out)
     base = demo_config("babyai", steps=0, seed=args.seed, out=str(out / "base"))
     # the figures in bench/RESULTS.md were measured under valid-action constraints from the 1600-episode warm-up
-    constrained = msgspec.structs.replace(
-        base.rollout.episode, constrain_to_valid_actions=True, learn_from_listed_actions=False
-    )
-    base = msgspec.structs.replace(
-        base, rollout=msgspec.structs.replace(base.rollout, episode=constrained), model=ModelConfig()
-    )
+    base = msgspec.structs.replace(constrained_decoding(base), model=ModelConfig())
     eval_cfg = EvalConfig(
         tasks=20 if args.quick else base.eval.tasks,
         turn_cap=args.large_cap,

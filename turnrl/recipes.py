@@ -144,3 +144,11 @@ def demo_config(
         seed=seed,
         out=out,
     )
+
+
+def constrained_decoding(config: TrainConfig) -> TrainConfig:
+    """``config`` with replies sampled only from the env's listed ones (and not also trained beside the list)."""
+    episode = msgspec.structs.replace(
+        config.rollout.episode, constrain_to_valid_actions=True, learn_from_listed_actions=False
+    )
+    return msgspec.structs.replace(config, rollout=msgspec.structs.replace(config.rollout, episode=episode))

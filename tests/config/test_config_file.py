@@ -15,7 +15,7 @@ from turnrl.config.toml_file import apply_overrides, dump_toml, load, parse_over
 from turnrl.config.train import TrainConfig
 from turnrl.engine.rollout.curriculum import TurnCapSchedule
 from turnrl.envs import get_env_spec
-from turnrl.recipes import demo_config
+from turnrl.recipes import constrained_decoding, demo_config
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.toml"))
 
@@ -72,6 +72,16 @@ def test_examples_load_and_run_their_schedule(example):
 def test_cpu_example_is_the_demo():
     config = load(Path(__file__).resolve().parents[2] / "examples" / "babyai_cpu.toml")
     assert msgspec.structs.replace(config, checkpoint_every=0) == demo_config("babyai")
+
+
+def test_constrained_decoding_changes_only_the_decoding():
+    free = demo_config("babyai")
+    assert not free.rollout.episode.constrain_to_valid_actions and free.rollout.episode.learn_from_listed_actions
+    pinned = constrained_decoding(free)
+    episode = pinned.rollout.episode
+    assert episode.constrain_to_valid_actions and not episode.learn_from_listed_actions
+    back = msgspec.structs.replace(episode, constrain_to_valid_actions=False, learn_from_listed_actions=True)
+    assert msgspec.structs.replace(pinned, rollout=msgspec.structs.replace(pinned.rollout, episode=back)) == free
 
 
 def test_textcraft_example_is_the_demo():

@@ -15,6 +15,7 @@ asynchronous ones with ``--generation-gpus`` of them generating and the rest tra
 figure (a modelled policy does not learn); the node's parameters are printed beside the figures.
 
     python bench/async_training.py --latency-model reasoning --json bench/results/async_training_node.json
+    python bench/async_training.py --latency-model reasoning --learner-tokens-per-s 10000   # a faster learner
 """
 
 from __future__ import annotations
@@ -108,9 +109,8 @@ def staleness_figures(rows: list[dict]) -> dict:
     }
 
 
-def modelled_runs(args, keys: list[str]) -> dict:
+def modelled_runs(args, keys: list[str], costs: NodeCosts) -> dict:
     """The latency-model variant: every run key at each generation/training split, eta 0 colocated."""
-    costs = NodeCosts()
     workload = PRESETS[args.latency_model]
     splits = [int(g) for g in args.generation_gpus.split(",")]
     results = {}
@@ -181,6 +181,12 @@ def main() -> None:
     parser.add_argument("--generation-gpus", default="4,6", help="latency model: GPUs (of 8) generating, a list")
     parser.add_argument("--prompts", type=int, default=64, help="latency model: prompts per step")
     parser.add_argument("--group", type=int, default=8, help="latency model: episodes per prompt")
+    parser.add_argument(
+        "--learner-tokens-per-s",
+        type=float,
+        default=NodeCosts().train_tokens_per_s_per_gpu,
+        help="latency model: trained tokens per second per training GPU",
+    )
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument(
         "--runs",
@@ -204,9 +210,13 @@ def main() -> None:
     if unknown or "0" not in keys:
         parser.error(f"--runs must include 0 (the synchronous run) and only {', '.join(RUNS)}; got {args.runs}")
     if args.latency_model:
+        try:
+            costs = NodeCosts(train_tokens_per_s_per_gpu=args.learner_tokens_per_s)
+        except ValueError as e:
+            parser.error(f"--learner-tokens-per-s: {e}")
         if any(not k.isdigit() for k in keys):
             parser.error("the latency model runs the in-flight 'continue' mode without corrections: --runs 0,1,2,4")
-        write_json(args.json, modelled_runs(args, keys))
+        write_json(args.json, modelled_runs(args, keys, costs))
         return
     if not args.base_model:
         parser.error("--base-model is required (or --latency-model)")

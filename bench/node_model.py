@@ -53,6 +53,15 @@ class NodeCosts(msgspec.Struct, frozen=True, kw_only=True):
     colocated_switch_s: float = 6.0  # synchronous: offload the trainer, load weights into the servers, per update
     broadcast_s: float = 3.0  # asynchronous: new weights (14 GB bf16) broadcast; decoding pauses this long
 
+    def __post_init__(self) -> None:
+        if self.gpus < 2:
+            raise ValueError(f"gpus must be >= 2 (one to generate, one to train), got {self.gpus}")
+        if not self.train_tokens_per_s_per_gpu > 0:
+            raise ValueError(f"train_tokens_per_s_per_gpu must be > 0, got {self.train_tokens_per_s_per_gpu}")
+        for name in ("update_fixed_s", "prompt_tokens", "observation_tokens", "colocated_switch_s", "broadcast_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
     def update_seconds(self, tokens: int, train_gpus: int) -> float:
         return self.update_fixed_s + tokens / (self.train_tokens_per_s_per_gpu * train_gpus)
 

@@ -2,12 +2,15 @@
 and the adaptive schedule, several seeds each, on a task where the horizon matters.
 
 All runs start from one base (the embedded model after its format warm-up on the task's family, built once with
-seed 0), train GRPO in free text for the same number of steps, and are evaluated on the same held-out tasks at
-the large cap (greedy) every ``--eval-every`` steps. A seed changes the RL run (task order, sampling), not the
+seed 0, or ``--base-model``), train GRPO with the family's recipe (free text; ``--set`` changes it) for the same
+number of steps, and are evaluated on the same held-out tasks at the large cap (greedy) every ``--eval-every``
+steps. A seed changes the RL run (task order, sampling), not the
 base. The paper's shape: the large cap unstable or slower early, the small cap capped late, ScalingInter ahead.
 
     python bench/scaling_inter.py --json bench/results/scaling_inter.json --png bench/results/scaling_inter.png
     python bench/scaling_inter.py --quick          # 2 steps, 1 seed, 10 held-out tasks: a smoke test
+    python bench/scaling_inter.py --schedules fixed_5,fixed_12 --base-model B --json a.json   # a subset, and
+    python bench/scaling_inter.py --report a.json b.json --png P --json J   # subsets run side by side, merged
 
 Prints a table (final held-out success per schedule: mean, standard deviation, min-max over seeds; wall seconds)
 and writes JSON and a figure of the mean curves with their spread.
@@ -78,6 +81,41 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def merge(paths: list[Path]) -> dict:
+    """One result from several ``--json`` files of the same task, steps and cap (e.g. schedules run side by side)."""
+    parts = [msgspec.json.decode(p.read_bytes()) for p in paths]
+    key = ("task", "steps", "large_cap", "small_cap", "heldout_tasks")
+    for part, path in zip(parts[1:], paths[1:], strict=True):
+        if any(part[k] != parts[0][k] for k in key):
+            raise ValueError(f"{path} is a different run ({', '.join(f'{k}={part[k]}' for k in key)})")
+    merged = {k: parts[0][k] for k in key} | {"schedules": {}}
+    for part, path in zip(parts, paths, strict=True):
+        for name, res in part["schedules"].items():
+            if name in merged["schedules"]:
+                raise ValueError(f"{path}: schedule {name!r} is in two of the files")
+            merged["schedules"][name] = res
+    merged["seeds"] = sorted({int(s) for res in merged["schedules"].values() for s in res["seeds"]})
+    return merged
+
+
+def show(results: dict, png: Path, json_path: str | None) -> None:
+    print()
+    print(
+        f"{results['task']}: {results['steps']} steps, {len(results['seeds'])} seed(s), held-out "
+        f"{results['heldout_tasks']} tasks at cap {results['large_cap']}"
+    )
+    print(f"{'schedule':<28}{'final mean':>11}{'std':>7}{'min-max':>13}{'RL s':>8}")
+    for name, res in results["schedules"].items():
+        f = res["final"]
+        print(
+            f"{name:<28}{f['mean']:>11.3f}{f['std']:>7.3f}{f['min']:>7.2f}-{f['max']:.2f}{res['rl_seconds']['mean']:>8.0f}"
+        )
+    plot(results, png)
+    print(f"plot: {png}")
+    if json_path:
+        print(f"json: {write_json(results, json_path)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="babyai")
@@ -93,8 +131,13 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench-scaling-inter")
     parser.add_argument("--json", default=None)
     parser.add_argument("--png", default=None)
+    parser.add_argument("--base-model", help="start every run from this base model directory, not a new warm-up")
+    parser.add_argument("--report", nargs="+", type=Path, help="merge these --json results, print and plot them")
     parser.add_argument("--quick", action="store_true", help="2 steps, seed 0, 10 held-out tasks, a tiny warm-up")
     args = parser.parse_args()
+    if args.report:
+        show(merge(args.report), Path(args.png or "runs/bench-scaling-inter/scaling_inter.png"), args.json)
+        return
     if args.small_cap >= args.large_cap:
         parser.error("--small-cap must be below --large-cap")
     steps, seeds = (2, [0]) if args.quick else (args.steps, [int(s) for s in args.seeds.split(",")])
@@ -110,7 +153,11 @@ def main() -> None:
     if args.quick:
         overrides.append("model.default.warmup.episodes=32")
     base = load(None, overrides, base=demo_config(args.env, steps=0, out=str(out / "base"), level=level))
-    Trainer(base).run()  # the format warm-up, once: every run below starts from this model
+    base_model = Path(args.base_model) if args.base_model else out / "base" / "base_model"
+    if not args.base_model:
+        Trainer(base).run()  # the format warm-up, once: every run below starts from this model
+    elif not (base_model / "config.json").is_file():
+        parser.error(f"--base-model {base_model} is not a model directory (no config.json)")
     chosen = schedules(args.small_cap, args.large_cap, steps)
     if args.schedules:
         unknown = set(args.schedules.split(",")) - set(chosen)
@@ -129,7 +176,7 @@ def main() -> None:
                 steps=steps,
                 seed=seed,
                 out=str(out / f"{name}-seed{seed}"),
-                model=ModelConfig(path=str(out / "base" / "base_model")),
+                model=ModelConfig(path=str(base_model)),
                 curriculum=curriculum,
             )
             print(f"[scaling-inter] {name} seed {seed}: {steps} steps -> {config.out}", flush=True)
@@ -144,19 +191,7 @@ def main() -> None:
             "seeds": runs,
         }
 
-    print()
-    print(f"{task}: {steps} steps, {len(seeds)} seed(s), held-out {base.eval.tasks} tasks at cap {args.large_cap}")
-    print(f"{'schedule':<28}{'final mean':>11}{'std':>7}{'min-max':>13}{'RL s':>8}")
-    for name, res in results["schedules"].items():
-        f = res["final"]
-        print(
-            f"{name:<28}{f['mean']:>11.3f}{f['std']:>7.3f}{f['min']:>7.2f}-{f['max']:.2f}{res['rl_seconds']['mean']:>8.0f}"
-        )
-    png = Path(args.png) if args.png else out / "scaling_inter.png"
-    plot(results, png)
-    print(f"plot: {png}")
-    if args.json:
-        print(f"json: {write_json(results, args.json)}")
+    show(results, Path(args.png) if args.png else out / "scaling_inter.png", args.json)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -63,3 +64,43 @@ def test_spread_of_seeds():
     assert out["mean"] == pytest.approx(0.6) and out["std"] == pytest.approx(0.1)
     assert (out["min"], out["max"]) == (0.5, 0.7)
     assert scaling_inter.spread([0.4])["std"] == 0.0
+
+
+def _result(schedules: dict[str, list[float]], steps: int = 45) -> dict:
+    return {
+        "task": "babyai Open",
+        "steps": steps,
+        "large_cap": 12,
+        "small_cap": 4,
+        "heldout_tasks": 100,
+        "seeds": [0, 1],
+        "schedules": {
+            name: {
+                "final": scaling_inter.spread(finals),
+                "rl_seconds": scaling_inter.spread([10.0] * len(finals)),
+                "seeds": {str(i): {"final_success": f} for i, f in enumerate(finals)},
+            }
+            for name, finals in schedules.items()
+        },
+    }
+
+
+def test_results_run_side_by_side_merge_into_one(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(_result({"fixed_4": [0.2, 0.3], "fixed_12": [0.5, 0.1]})))
+    b.write_text(json.dumps(_result({"adaptive_4_8_12": [0.4, 0.6]})))
+    merged = scaling_inter.merge([a, b])
+    assert list(merged["schedules"]) == ["fixed_4", "fixed_12", "adaptive_4_8_12"]
+    assert merged["schedules"]["adaptive_4_8_12"]["final"]["mean"] == pytest.approx(0.5)
+    assert merged["seeds"] == [0, 1] and merged["steps"] == 45
+
+
+def test_merge_refuses_a_different_run_or_a_schedule_twice(tmp_path):
+    a, b, c = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
+    a.write_text(json.dumps(_result({"fixed_4": [0.2]})))
+    b.write_text(json.dumps(_result({"fixed_12": [0.2]}, steps=60)))
+    c.write_text(json.dumps(_result({"fixed_4": [0.3]})))
+    with pytest.raises(ValueError, match="different run"):
+        scaling_inter.merge([a, b])
+    with pytest.raises(ValueError, match="in two of the files"):
+        scaling_inter.merge([a, c])

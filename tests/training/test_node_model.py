@@ -92,3 +92,11 @@ def test_the_virtual_clock_fires_every_wait_at_its_time_and_stops_while_a_thread
         result, end = runner.run(main())
     assert result == 7 and end == 155.0
     assert log == [("worked", 0.0), ("d", 0.01), ("a", 50.0), ("learner", 100.0), ("c", 100.5), ("b", 150.0)]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("gpus", 1), ("train_tokens_per_s_per_gpu", 0.0), ("broadcast_s", -1.0), ("prompt_tokens", -5)]
+)
+def test_node_costs_refuse_a_bad_value_by_name(field, value):
+    with pytest.raises(ValueError, match=field):
+        NodeCosts(**{field: value})

@@ -21,7 +21,6 @@ figure (a modelled policy does not learn); the node's parameters are printed bes
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
@@ -34,6 +33,7 @@ import msgspec
 import torch
 from node_model import PRESETS, NodeCosts, run_modelled
 
+from turnrl.bench.report import write_json
 from turnrl.config.generation import GeneratorConfig
 from turnrl.config.train import EvalConfig, ModelConfig
 from turnrl.engine.records.metrics import read_metrics
@@ -216,7 +216,9 @@ def main() -> None:
             parser.error(f"--learner-tokens-per-s: {e}")
         if any(not k.isdigit() for k in keys):
             parser.error("the latency model runs the in-flight 'continue' mode without corrections: --runs 0,1,2,4")
-        write_json(args.json, modelled_runs(args, keys, costs))
+        figures = modelled_runs(args, keys, costs)
+        if args.json:
+            write_json(figures, args.json)
         return
     if not args.base_model:
         parser.error("--base-model is required (or --latency-model)")
@@ -267,13 +269,8 @@ def main() -> None:
             f"{hist:>24}{r['heldout_final']:>10.3f}{r['heldout_gap']:>+8.3f}"
         )
     print(f"ceiling of any overlap on {os.cpu_count()} cores (all busy vs eta 0's): {figures['cpu_ceiling']:.2f}x")
-    write_json(args.json, figures)
-
-
-def write_json(path: Path | None, figures: dict) -> None:
-    if path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(figures, indent=2, sort_keys=True))
+    if args.json:
+        write_json(figures, args.json)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,12 @@ and the adaptive schedule, several seeds each, on a task where the horizon matte
 All runs start from one base (the embedded model after its format warm-up on the task's family, built once with
 seed 0, or ``--base-model``), train GRPO with the family's recipe (free text; ``--set`` changes it) for the same
 number of steps, and are evaluated on the same held-out tasks at the large cap (greedy) every ``--eval-every``
-steps. A seed changes the RL run (task order, sampling), not the
-base. The paper's shape: the large cap unstable or slower early, the small cap capped late, ScalingInter ahead.
+steps. A seed changes the RL run (task order, sampling), not the base. The paper's shape: the large cap unstable
+or slower early, the small cap capped late, ScalingInter ahead.
 
     python bench/scaling_inter.py --json bench/results/scaling_inter.json --png bench/results/scaling_inter.png
     python bench/scaling_inter.py --quick          # 2 steps, 1 seed, 10 held-out tasks: a smoke test
-    python bench/scaling_inter.py --schedules fixed_5,fixed_12 --base-model B --json a.json   # a subset, and
+    python bench/scaling_inter.py --schedules fixed_4,fixed_12 --base-model B --json a.json   # a subset, and
     python bench/scaling_inter.py --report a.json b.json --png P --json J   # subsets run side by side, merged
 
 Prints a table (final held-out success per schedule: mean, standard deviation, min-max over seeds; wall seconds)
@@ -136,7 +136,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 steps, seed 0, 10 held-out tasks, a tiny warm-up")
     args = parser.parse_args()
     if args.report:
-        show(merge(args.report), Path(args.png or "runs/bench-scaling-inter/scaling_inter.png"), args.json)
+        show(merge(args.report), Path(args.png or Path(args.out) / "scaling_inter.png"), args.json)
         return
     if args.small_cap >= args.large_cap:
         parser.error("--small-cap must be below --large-cap")

@@ -33,7 +33,17 @@ def chat(tokenizer) -> ChatFormat:
     return ChatFormat(tokenizer)
 
 
+@pytest.fixture(scope="session")
+def make_tiny_model(tokenizer):
+    """A new untrained tiny model per call (``seed`` sets its weights), for fixtures of any scope."""
+
+    def make(seed: int = 0):
+        return build_tiny_model(tokenizer, "tiny", max_positions=2048, seed=seed).eval()
+
+    return make
+
+
 @pytest.fixture()
-def tiny_model(tokenizer):
+def tiny_model(make_tiny_model):
     torch.manual_seed(0)
-    return build_tiny_model(tokenizer, "tiny", max_positions=2048, seed=0).eval()
+    return make_tiny_model()

@@ -26,13 +26,11 @@ KINDS = ["local", "service", "sglang"]
 
 
 @pytest.fixture(scope="module")
-def saved_model(tmp_path_factory, tokenizer):
+def saved_model(tmp_path_factory, make_tiny_model, tokenizer):
     import torch
 
-    from turnrl.models.tiny import build_tiny_model
-
     torch.manual_seed(0)
-    model = build_tiny_model(tokenizer, "tiny", max_positions=2048, seed=0).eval()
+    model = make_tiny_model()
     path = tmp_path_factory.mktemp("contract") / "model"
     save_policy(model, tokenizer, path)
     return model, path

@@ -36,11 +36,10 @@ MAX_FRAME = 8 * 1024 * 1024  # a tiny model's weights fit in one frame
 
 
 @pytest.fixture(scope="module")
-def served(tokenizer, tmp_path_factory):
+def served(make_tiny_model, tokenizer, tmp_path_factory):
     """One service process for the module; tests leave it unpaused and serving the seed-0 weights."""
     root = tmp_path_factory.mktemp("service")
-    model = build_tiny_model(tokenizer, "tiny", max_positions=2048, seed=0).eval()
-    other = build_tiny_model(tokenizer, "tiny", max_positions=2048, seed=1).eval()
+    model, other = make_tiny_model(0), make_tiny_model(1)
     save_policy(model, tokenizer, root / "policy")
     save_policy(other, tokenizer, root / "other")
     config = ServiceConfig(

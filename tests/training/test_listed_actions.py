@@ -25,7 +25,6 @@ from turnrl.engine.training.learner import Learner
 from turnrl.envs.babyai import BabyAIEnv
 from turnrl.models.constraints import listed_positions
 from turnrl.models.forward import restricted_logprob_entropy
-from turnrl.models.tiny import build_tiny_model
 from turnrl.protocol import Task
 
 
@@ -90,10 +89,10 @@ class SometimesOnList(Generator):
 
 
 @pytest.fixture(scope="module")
-def free_text_rollouts(tokenizer, chat):
+def free_text_rollouts(make_tiny_model, tokenizer, chat):
     """Sampled once for the module, by a model equal to ``tiny_model`` (same seed), which the tests may train."""
     torch.manual_seed(0)
-    model = build_tiny_model(tokenizer, "tiny", max_positions=2048, seed=0).eval()
+    model = make_tiny_model()
     generator = SometimesOnList(model, chat, tokenizer.pad_token_id)
     pool = EnvPool(lambda: BabyAIEnv("GoToLocal", layout="turnrl"))
     tasks = [Task(env="babyai", item_id=40 + i, group=i) for i in range(6)]

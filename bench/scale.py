@@ -72,7 +72,7 @@ def learner_worker(spec_path: str) -> None:
     sharded = spec["mode"] != "single"
     if sharded:
         from turnrl.engine.distributed.learner import ShardedLearner
-        from turnrl.engine.distributed.mesh import close_mesh, init_mesh
+        from turnrl.engine.distributed.mesh import close_mesh, exit_without_finalizing, init_mesh
 
         learner = ShardedLearner(model, config, spec["pad"], mesh=init_mesh())
     else:
@@ -94,6 +94,7 @@ def learner_worker(spec_path: str) -> None:
         Path(spec["out"]).write_text(json.dumps({"update_s": times, "gather_s": gather}))
     if sharded:
         close_mesh()
+        exit_without_finalizing(0)
 
 
 def run_learner_mode(tmp: Path, mode: str, model_dir: Path, batch: Path, pad: int, updates: int, tag: str) -> dict:

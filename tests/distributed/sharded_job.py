@@ -21,7 +21,7 @@ from turnrl.config.algo import CriticConfig, LearnerConfig
 from turnrl.config.distributed import ShardingConfig
 from turnrl.engine.distributed.checkpoint import load_sharded, save_sharded
 from turnrl.engine.distributed.learner import ShardedLearner
-from turnrl.engine.distributed.mesh import close_mesh, init_mesh
+from turnrl.engine.distributed.mesh import close_mesh, exit_without_finalizing, init_mesh
 from turnrl.engine.distributed.share import broadcast_trajectories
 from turnrl.protocol import Trajectory
 
@@ -63,3 +63,4 @@ def main(spec_path: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    exit_without_finalizing(0)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
-from tests.distributed.roles import job_toml
+from tests.distributed.roles import ENV, job_toml
 from turnrl.config.generation import GeneratorConfig
 from turnrl.config.toml_file import load
 from turnrl.engine.distributed.train import main as train_main
@@ -40,3 +43,17 @@ def test_sharded_run_without_a_model_path_is_refused(tmp_path, capsys):
     assert train_main(["--config", str(path)]) == 2
     assert "needs model.path" in capsys.readouterr().err
     assert train_main(["--config", str(tmp_path / "missing.toml")]) == 2
+
+
+def test_a_finished_rank_leaves_with_its_code_and_output_but_without_finalizing():
+    """A rank ends without interpreter finalization (where gloo's late tensor releases abort the process)."""
+    script = (
+        "import atexit, sys\n"
+        "from turnrl.engine.distributed.mesh import exit_without_finalizing\n"
+        "atexit.register(lambda: print('finalized'))\n"
+        "print('summary', end='')\n"
+        "print('warning', end='', file=sys.stderr)\n"
+        "exit_without_finalizing(3)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=ENV)
+    assert (done.returncode, done.stdout, done.stderr) == (3, "summary", "warning")

@@ -2,13 +2,19 @@
 
 Invariant: one process group per process, made from torchrun's environment (``RANK``, ``WORLD_SIZE``,
 ``MASTER_ADDR``, ``MASTER_PORT``); the mesh is one data-parallel dimension over every rank; on CPU the
-backend is gloo.
+backend is gloo;
+- a torchrun process ends through ``exit_without_finalizing`` once its group is closed: gloo's worker threads
+  release the tensors of finished collectives a moment after Python sees them finish, and a release that races
+  the interpreter's finalization (it needs the GIL) aborts the process ("terminate called without an active
+  exception", SIGABRT) after the job itself succeeded.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from datetime import timedelta
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -43,3 +49,13 @@ def close_mesh() -> None:
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def exit_without_finalizing(code: int) -> NoReturn:
+    """End this process with ``code``, skipping interpreter finalization (call after ``close_mesh``).
+
+    Everything the job writes is closed before this point; only the standard streams need flushing.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

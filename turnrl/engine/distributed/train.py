@@ -30,7 +30,7 @@ import torch.distributed as dist
 from turnrl.config import TrainConfig
 from turnrl.engine.distributed.checkpoint import load_sharded, save_sharded
 from turnrl.engine.distributed.learner import ShardedLearner
-from turnrl.engine.distributed.mesh import close_mesh, init_mesh
+from turnrl.engine.distributed.mesh import close_mesh, exit_without_finalizing, init_mesh
 from turnrl.engine.distributed.share import broadcast_bytes, broadcast_trajectories
 from turnrl.engine.training.setup import learner_arguments
 
@@ -160,4 +160,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_without_finalizing(main())

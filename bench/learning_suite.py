@@ -9,6 +9,7 @@ and after, wall seconds.
     python bench/learning_suite.py --json bench/results/learning_suite.json --png bench/results/learning_suite.png
     python bench/learning_suite.py --tasks gotolocal,textcraft       # a subset
     python bench/learning_suite.py --quick                           # 2 steps and 10 held-out tasks each
+    python bench/learning_suite.py --report a.json b.json --png P --json J   # subsets run side by side, merged
 
 Prints a table, writes JSON (``--json``) and one figure of the held-out curves against wall time (``--png``).
 """
@@ -16,6 +17,7 @@ Prints a table, writes JSON (``--json``) and one figure of the held-out curves a
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,24 +120,21 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", default=",".join(t.name for t in SUITE))
-    parser.add_argument("--out", default="runs/bench-suite")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", default=None)
-    parser.add_argument("--png", default=None)
-    parser.add_argument("--quick", action="store_true", help="2 steps, 10 held-out tasks, a 32-episode warm-up")
-    args = parser.parse_args()
-    by_name = {t.name: t for t in SUITE}
-    unknown = [n for n in args.tasks.split(",") if n not in by_name]
-    if unknown:
-        parser.error(f"unknown suite task(s) {', '.join(unknown)}; choose from: {', '.join(by_name)}")
-    out = Path(args.out)
-    results: dict = {"seed": args.seed, "quick": args.quick, "decoding": "free text", "tasks": {}}
-    for name in args.tasks.split(","):
-        results["tasks"][name] = run_task(by_name[name], out, args.seed, args.quick)
+def merge(paths: list[Path]) -> dict:
+    """One result from several ``--json`` files of disjoint task subsets (run side by side)."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    merged = {key: parts[0][key] for key in ("seed", "quick", "decoding")} | {"tasks": {}}
+    for path, part in zip(paths, parts, strict=True):
+        if any(part[key] != merged[key] for key in ("seed", "quick", "decoding")):
+            raise ValueError(f"{path}: seed, quick or decoding differs from {paths[0]}")
+        for name, res in part["tasks"].items():
+            if name in merged["tasks"]:
+                raise ValueError(f"{path}: task {name!r} is in two of the files")
+            merged["tasks"][name] = res
+    return merged
 
+
+def show(results: dict, png: Path, json_path: str | None) -> None:
     print()
     print(f"{'task':<14}{'held-out':>10}{'before':>8}{'after':>8}{'gain':>8}{'valid':>14}{'turns':>14}{'wall s':>8}")
     for name, r in results["tasks"].items():
@@ -144,11 +143,34 @@ def main() -> None:
             f"{r['gain']:>+8.3f}{r['initial_valid_rate']:>7.2f}->{r['final_valid_rate']:.2f}"
             f"{r['initial_mean_turns']:>8.2f}->{r['final_mean_turns']:.2f}{r['wall_seconds']:>8.0f}"
         )
-    png = Path(args.png) if args.png else out / "learning_suite.png"
     plot(results, png)
     print(f"plot: {png}")
-    if args.json:
-        print(f"json: {write_json(results, args.json)}")
+    if json_path:
+        print(f"json: {write_json(results, json_path)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", default=",".join(t.name for t in SUITE))
+    parser.add_argument("--out", default="runs/bench-suite")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--png", default=None)
+    parser.add_argument("--report", nargs="+", type=Path, help="merge these --json results, print and plot them")
+    parser.add_argument("--quick", action="store_true", help="2 steps, 10 held-out tasks, a 32-episode warm-up")
+    args = parser.parse_args()
+    png = Path(args.png) if args.png else Path(args.out) / "learning_suite.png"
+    if args.report:
+        show(merge(args.report), png, args.json)
+        return
+    by_name = {t.name: t for t in SUITE}
+    unknown = [n for n in args.tasks.split(",") if n not in by_name]
+    if unknown:
+        parser.error(f"unknown suite task(s) {', '.join(unknown)}; choose from: {', '.join(by_name)}")
+    results: dict = {"seed": args.seed, "quick": args.quick, "decoding": "free text", "tasks": {}}
+    for name in args.tasks.split(","):
+        results["tasks"][name] = run_task(by_name[name], Path(args.out), args.seed, args.quick)
+    show(results, png, args.json)
 
 
 if __name__ == "__main__":

@@ -104,3 +104,22 @@ def test_merge_refuses_a_different_run_or_a_schedule_twice(tmp_path):
         scaling_inter.merge([a, b])
     with pytest.raises(ValueError, match="in two of the files"):
         scaling_inter.merge([a, c])
+
+
+def _suite_result(tasks: dict[str, float], seed: int = 0) -> dict:
+    return {"seed": seed, "quick": False, "decoding": "free text", "tasks": {n: {"gain": g} for n, g in tasks.items()}}
+
+
+def test_suite_subsets_merge_in_order_and_refuse_a_different_run_or_a_task_twice(tmp_path):
+    a, b, c, d = (tmp_path / f"{n}.json" for n in "abcd")
+    a.write_text(json.dumps(_suite_result({"gotolocal": 0.5, "textcraft": 0.0})))
+    b.write_text(json.dumps(_suite_result({"putnextlocal": 0.3})))
+    c.write_text(json.dumps(_suite_result({"putnextlocal": 0.3}, seed=1)))
+    d.write_text(json.dumps(_suite_result({"textcraft": 0.1})))
+    merged = suite.merge([a, b])
+    assert list(merged["tasks"]) == ["gotolocal", "textcraft", "putnextlocal"]
+    assert merged["tasks"]["putnextlocal"]["gain"] == 0.3 and merged["seed"] == 0
+    with pytest.raises(ValueError, match="differs"):
+        suite.merge([a, c])
+    with pytest.raises(ValueError, match="in two of the files"):
+        suite.merge([a, d])

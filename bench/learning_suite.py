@@ -17,11 +17,10 @@ Prints a table, writes JSON (``--json``) and one figure of the held-out curves a
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from turnrl.bench.report import write_json
+from turnrl.bench.report import merge_parts, write_json
 from turnrl.config.toml_file import load
 from turnrl.engine.records.metrics import read_metrics
 from turnrl.engine.training.loop import Trainer
@@ -122,16 +121,7 @@ def plot(results: dict, path: Path) -> None:
 
 def merge(paths: list[Path]) -> dict:
     """One result from several ``--json`` files of disjoint task subsets (run side by side)."""
-    parts = [json.loads(Path(p).read_text()) for p in paths]
-    merged = {key: parts[0][key] for key in ("seed", "quick", "decoding")} | {"tasks": {}}
-    for path, part in zip(paths, parts, strict=True):
-        if any(part[key] != merged[key] for key in ("seed", "quick", "decoding")):
-            raise ValueError(f"{path}: seed, quick or decoding differs from {paths[0]}")
-        for name, res in part["tasks"].items():
-            if name in merged["tasks"]:
-                raise ValueError(f"{path}: task {name!r} is in two of the files")
-            merged["tasks"][name] = res
-    return merged
+    return merge_parts(paths, ("seed", "quick", "decoding"), "tasks")
 
 
 def show(results: dict, png: Path, json_path: str | None) -> None:

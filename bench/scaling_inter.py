@@ -24,7 +24,7 @@ from pathlib import Path
 
 import msgspec
 
-from turnrl.bench.report import write_json
+from turnrl.bench.report import merge_parts, write_json
 from turnrl.config.curriculum import CurriculumConfig
 from turnrl.config.toml_file import load
 from turnrl.config.train import ModelConfig
@@ -83,17 +83,7 @@ def plot(results: dict, path: Path) -> None:
 
 def merge(paths: list[Path]) -> dict:
     """One result from several ``--json`` files of the same task, steps and cap (e.g. schedules run side by side)."""
-    parts = [msgspec.json.decode(p.read_bytes()) for p in paths]
-    key = ("task", "steps", "large_cap", "small_cap", "heldout_tasks")
-    for part, path in zip(parts[1:], paths[1:], strict=True):
-        if any(part[k] != parts[0][k] for k in key):
-            raise ValueError(f"{path} is a different run ({', '.join(f'{k}={part[k]}' for k in key)})")
-    merged = {k: parts[0][k] for k in key} | {"schedules": {}}
-    for part, path in zip(parts, paths, strict=True):
-        for name, res in part["schedules"].items():
-            if name in merged["schedules"]:
-                raise ValueError(f"{path}: schedule {name!r} is in two of the files")
-            merged["schedules"][name] = res
+    merged = merge_parts(paths, ("task", "steps", "large_cap", "small_cap", "heldout_tasks"), "schedules")
     merged["seeds"] = sorted({int(s) for res in merged["schedules"].values() for s in res["seeds"]})
     return merged
 

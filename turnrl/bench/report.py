@@ -1,6 +1,7 @@
 """A rollout benchmark's result as a table, a JSON file and a PNG (throughput and episodes in flight over time).
 
-Invariant: reads the result dict of ``run_plan`` only; writes nothing but the paths it is given.
+Invariant: reads the result dict of ``run_plan`` only; writes nothing but the paths it is given. ``merge_parts``
+joins any benchmark's JSON results run in parts.
 """
 
 from __future__ import annotations
@@ -40,6 +41,25 @@ def write_json(result: dict, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, sort_keys=True))
     return path
+
+
+def merge_parts(paths: list[Path], same: tuple[str, ...], section: str) -> dict:
+    """One result from several JSON results of one benchmark run in disjoint parts (e.g. side by side).
+
+    Every part must agree on the keys ``same``; the entries of ``section`` (a dict in each part) are joined in
+    the order of ``paths``, and an entry found in two parts is refused.
+    """
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    for part, path in zip(parts[1:], paths[1:], strict=True):
+        if any(part[k] != parts[0][k] for k in same):
+            raise ValueError(f"{path} is a different run ({', '.join(f'{k}={part[k]}' for k in same)})")
+    merged = {k: parts[0][k] for k in same} | {section: {}}
+    for part, path in zip(parts, paths, strict=True):
+        for name, entry in part[section].items():
+            if name in merged[section]:
+                raise ValueError(f"{path}: {name!r} is in two of the files ({section})")
+            merged[section][name] = entry
+    return merged
 
 
 def write_png(result: dict, path: str | Path) -> Path:

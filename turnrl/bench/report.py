@@ -1,7 +1,8 @@
-"""A rollout benchmark's result as a table, a JSON file and a PNG (throughput and episodes in flight over time).
+"""Benchmark results on disk: any benchmark's JSON (written, or merged from parts run separately), and a rollout
+benchmark's table and PNG (throughput and episodes in flight over time).
 
-Invariant: reads the result dict of ``run_plan`` only; writes nothing but the paths it is given. ``merge_parts``
-joins any benchmark's JSON results run in parts.
+Invariant: reads result dicts only (``table`` and ``write_png`` the one of ``run_plan``); writes nothing but the
+paths it is given.
 """
 
 from __future__ import annotations

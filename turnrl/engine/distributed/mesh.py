@@ -1,8 +1,8 @@
 """The process group and device mesh of a torchrun job.
 
-Invariant: one process group per process, made from torchrun's environment (``RANK``, ``WORLD_SIZE``,
-``MASTER_ADDR``, ``MASTER_PORT``); the mesh is one data-parallel dimension over every rank; on CPU the
-backend is gloo;
+Invariants:
+- one process group per process, made from torchrun's environment (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``,
+  ``MASTER_PORT``); the mesh is one data-parallel dimension over every rank; on CPU the backend is gloo;
 - a torchrun process ends through ``exit_without_finalizing`` once its group is closed: gloo's worker threads
   release the tensors of finished collectives a moment after Python sees them finish, and a release that races
   the interpreter's finalization (it needs the GIL) aborts the process ("terminate called without an active

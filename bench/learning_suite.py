@@ -4,7 +4,8 @@ Every task is ``turnrl train --env FAMILY`` as a user runs it (the family's reci
 task's own overrides: the embedded model is built and warmed up on the family's random valid actions, evaluated
 on held-out tasks (greedy and sampled), trained, and evaluated again on the same tasks. Wall time includes the
 warm-up. A task's row: held-out success before and after, the gain, the valid-reply rate and mean turns before
-and after, wall seconds.
+and after, wall seconds, and beside them the success of a player that picks uniformly among the env's listed
+actions on every turn (no model; what the format warm-up imitates), on the same held-out tasks at the same cap.
 
     python bench/learning_suite.py --json bench/results/learning_suite.json --png bench/results/learning_suite.png
     python bench/learning_suite.py --tasks gotolocal,textcraft       # a subset
@@ -17,13 +18,18 @@ Prints a table, writes JSON (``--json``) and one figure of the held-out curves a
 from __future__ import annotations
 
 import argparse
+import asyncio
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from turnrl.bench.report import merge_parts, write_json
 from turnrl.config.toml_file import load
+from turnrl.config.train import TrainConfig
 from turnrl.engine.records.metrics import read_metrics
+from turnrl.engine.rollout.sampler import heldout_tasks
 from turnrl.engine.training.loop import Trainer
+from turnrl.envs import get_env_spec
 from turnrl.recipes import demo_config
 
 
@@ -66,9 +72,34 @@ def task_config(task: SuiteTask, out: Path, seed: int, quick: bool):
     return load(None, overrides, base=base)
 
 
+def random_listed_success(config: TrainConfig, seed: int = 0) -> float:
+    """Held-out success of a player that picks uniformly among the env's listed actions on every turn."""
+    spec = get_env_spec(config.env.family)
+    tasks = heldout_tasks(config.env.family, spec.splits.test, config.eval.tasks)
+    rng = random.Random(seed)
+
+    async def play() -> int:
+        env = spec.factory(**config.env.options)
+        wins = 0
+        try:
+            for task in tasks:
+                await env.reset(task.item_id)
+                for _ in range(config.eval.turn_cap):
+                    result = await env.step(env.format_reply(rng.choice(await env.valid_actions())))
+                    if result.done:
+                        wins += bool(result.info.get("success"))
+                        break
+        finally:
+            await env.close()
+        return wins
+
+    return asyncio.run(play()) / len(tasks)
+
+
 def run_task(task: SuiteTask, out: Path, seed: int, quick: bool) -> dict:
     config = task_config(task, out, seed, quick)
     print(f"[suite] {task.name}: {config.env.family} {config.env.options}, {config.steps} steps", flush=True)
+    random_success = random_listed_success(config, seed)
     summary = Trainer(config).run()
     first, last = summary["evals"][0], summary["evals"][-1]
     rows = read_metrics(Path(config.out) / "metrics.jsonl")
@@ -81,6 +112,7 @@ def run_task(task: SuiteTask, out: Path, seed: int, quick: bool) -> dict:
         "initial_success": summary["initial_success"],
         "final_success": summary["final_success"],
         "gain": summary["final_success"] - summary["initial_success"],
+        "random_listed_success": random_success,
         "initial_valid_rate": first["valid_action_rate"],
         "final_valid_rate": last["valid_action_rate"],
         "initial_mean_turns": first["mean_turns"],
@@ -126,12 +158,15 @@ def merge(paths: list[Path]) -> dict:
 
 def show(results: dict, png: Path, json_path: str | None) -> None:
     print()
-    print(f"{'task':<14}{'held-out':>10}{'before':>8}{'after':>8}{'gain':>8}{'valid':>14}{'turns':>14}{'wall s':>8}")
+    header = f"{'task':<14}{'held-out':>10}{'before':>8}{'after':>8}{'gain':>8}{'valid':>14}{'turns':>14}{'wall s':>8}"
+    print(header + f"{'random':>8}")
     for name, r in results["tasks"].items():
+        random_success = r.get("random_listed_success")  # absent from results written before it was measured
         print(
             f"{name:<14}{r['heldout_tasks']:>10}{r['initial_success']:>8.3f}{r['final_success']:>8.3f}"
             f"{r['gain']:>+8.3f}{r['initial_valid_rate']:>7.2f}->{r['final_valid_rate']:.2f}"
             f"{r['initial_mean_turns']:>8.2f}->{r['final_mean_turns']:.2f}{r['wall_seconds']:>8.0f}"
+            + (f"{random_success:>8.3f}" if random_success is not None else f"{'-':>8}")
         )
     plot(results, png)
     print(f"plot: {png}")

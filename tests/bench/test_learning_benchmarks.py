@@ -7,9 +7,12 @@ import json
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from turnrl.engine.rollout.curriculum import TurnCapSchedule
+from turnrl.envs import get_env_spec
+from turnrl.envs.babyai import BabyAIEnv
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
@@ -123,3 +126,26 @@ def test_suite_subsets_merge_in_order_and_refuse_a_different_run_or_a_task_twice
         suite.merge([a, c])
     with pytest.raises(ValueError, match="in two of the files"):
         suite.merge([a, d])
+
+
+def test_the_random_listed_player_wins_as_often_as_its_winning_choices_predict(tmp_path):
+    """At a cap of one turn, the player wins a task with the share of its listed actions that win at once; that
+    share is found independently, by trying every listed action from a fresh reset."""
+    gotolocal = next(t for t in suite.SUITE if t.name == "gotolocal")
+    config = suite.task_config(gotolocal, tmp_path, seed=0, quick=False)
+    config = msgspec.structs.replace(config, eval=msgspec.structs.replace(config.eval, tasks=120, turn_cap=1))
+    env = BabyAIEnv(**config.env.options)
+    expected = []
+    for item in get_env_spec("babyai").splits.test[:120]:
+        env.reset_sync(item)
+        actions = env.valid_actions_sync()
+        wins = 0
+        for action in actions:
+            env.reset_sync(item)
+            wins += env.step_sync(env.format_reply(action)).info["success"]
+        expected.append(wins / len(actions))
+    share = sum(expected) / len(expected)
+    assert 0.05 < share < 0.5  # some tasks are won at once, most need more turns
+    played = [suite.random_listed_success(config, seed) for seed in range(1, 6)]
+    assert len(set(played)) > 1  # the seed is the player's
+    assert abs(sum(played) / len(played) - share) < 0.056  # 4 standard errors over 600 games

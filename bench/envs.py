@@ -225,8 +225,10 @@ def _chromium_pss_mb() -> float:
 
 
 def bench_web(quick: bool, contexts: int = 8) -> dict:
-    """Oracle over every task, a random policy (random listed actions, 10 turns), browser steps/s over the
-    oracle's steps, and the memory one more browser context costs (PSS, ``contexts`` contexts on a page)."""
+    """Oracle over every task, the format warm-up's random player (a uniform choice among the listed actions, 10
+    turns), browser steps/s over the oracle's steps, and the memory one more browser context costs (PSS,
+    ``contexts`` contexts on a page)."""
+    from turnrl.engine.training.warmup import random_episodes
     from turnrl.envs.web import NUM_ITEMS, WebEnv
     from turnrl.envs.web.browser import BrowserPool
     from turnrl.envs.web.oracle import resolve
@@ -252,17 +254,7 @@ def bench_web(quick: bool, contexts: int = 8) -> dict:
                     success = bool(result.info["success"])
                     break
             successes.append(success)
-        rng = random.Random(0)
-        random_wins = []
-        for item in range(0, NUM_ITEMS, 3 if quick else 1):
-            env.reset_sync(item)
-            won = False
-            for _ in range(10):
-                result = env.step_sync(f"Action: {rng.choice(env.valid_actions_sync())}")
-                if result.done:
-                    won = bool(result.info["success"])
-                    break
-            random_wins.append(won)
+        random_wins = [e.success for e in random_episodes(env, list(range(0, NUM_ITEMS, 3 if quick else 1)), 10, 0)]
         env.close_sync()
         before = _chromium_pss_mb()
         envs = [WebEnv(pool=pool) for _ in range(contexts)]

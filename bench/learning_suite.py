@@ -18,8 +18,6 @@ Prints a table, writes JSON (``--json``) and one figure of the held-out curves a
 from __future__ import annotations
 
 import argparse
-import asyncio
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from turnrl.config.train import TrainConfig
 from turnrl.engine.records.metrics import read_metrics
 from turnrl.engine.rollout.sampler import heldout_tasks
 from turnrl.engine.training.loop import Trainer
+from turnrl.engine.training.warmup import random_episodes
 from turnrl.envs import get_env_spec
 from turnrl.recipes import demo_config
 
@@ -73,27 +72,16 @@ def task_config(task: SuiteTask, out: Path, seed: int, quick: bool):
 
 
 def random_listed_success(config: TrainConfig, seed: int = 0) -> float:
-    """Held-out success of a player that picks uniformly among the env's listed actions on every turn."""
+    """Held-out success of the format warm-up's own player (a uniform choice among the listed actions on every
+    turn), on the evaluation's tasks at its turn cap."""
     spec = get_env_spec(config.env.family)
-    tasks = heldout_tasks(config.env.family, spec.splits.test, config.eval.tasks)
-    rng = random.Random(seed)
-
-    async def play() -> int:
-        env = spec.factory(**config.env.options)
-        wins = 0
-        try:
-            for task in tasks:
-                await env.reset(task.item_id)
-                for _ in range(config.eval.turn_cap):
-                    result = await env.step(env.format_reply(rng.choice(await env.valid_actions())))
-                    if result.done:
-                        wins += bool(result.info.get("success"))
-                        break
-        finally:
-            await env.close()
-        return wins
-
-    return asyncio.run(play()) / len(tasks)
+    items = [t.item_id for t in heldout_tasks(config.env.family, spec.splits.test, config.eval.tasks)]
+    env = spec.factory(**config.env.options)
+    try:
+        episodes = random_episodes(env, items, config.eval.turn_cap, seed)
+    finally:
+        env.close_sync()
+    return sum(e.success for e in episodes) / len(episodes)
 
 
 def run_task(task: SuiteTask, out: Path, seed: int, quick: bool) -> dict:

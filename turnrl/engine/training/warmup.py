@@ -29,6 +29,7 @@ class RandomEpisode:
     system: str
     observations: list[str]  # one per action plus the first
     replies: list[str]  # the policy's reply text for each turn
+    success: bool = False  # the episode ended within the turn cap with the env's success
 
 
 def warmup_items(train: Sequence[int], episodes: int) -> list[int]:
@@ -45,14 +46,17 @@ def random_episodes(env: BlockingEnv, item_ids: list[int], turn_cap: int, seed: 
     for item in item_ids:
         observations = [env.reset_sync(item)]
         actions: list[str] = []
+        success = False
         for _ in range(turn_cap):
             action = rng.choice(env.valid_actions_sync())
             actions.append(action)
             result = env.step_sync(env.format_reply(action))
             observations.append(result.observation)
             if result.done:
+                success = bool(result.info.get("success"))
                 break
-        episodes.append(RandomEpisode(env.system_prompt, observations, [env.format_reply(a) for a in actions]))
+        replies = [env.format_reply(a) for a in actions]
+        episodes.append(RandomEpisode(env.system_prompt, observations, replies, success))
     return episodes
 
 

@@ -49,6 +49,7 @@ def test_roles_as_commands_train_three_steps_with_a_two_rank_learner(tmp_path, t
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert [r["weight_version"] for r in rows] == [1, 2, 3]  # the service took every update
     assert all(r["learner/optimizer_steps"] >= 1 for r in rows)
+    learnt = False
     for row in rows:  # a step learns when one of its groups' rewards differ (if they all tie, nothing to learn)
         episodes = [json.loads(line) for line in (run / "trajectories" / f"step-{row['step']:06d}.jsonl").open()]
         groups: dict[int, set[float]] = {}
@@ -56,6 +57,7 @@ def test_roles_as_commands_train_three_steps_with_a_two_rank_learner(tmp_path, t
             groups.setdefault(episode["group"], set()).add(episode["reward"])
         if any(len(rewards) > 1 for rewards in groups.values()):
             assert row["learner/grad_norm"] > 0
+            learnt = True
     assert not any(r.get("train/env_error_rate", 0) for r in rows)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["episodes_trained"] == 12
@@ -67,7 +69,9 @@ def test_roles_as_commands_train_three_steps_with_a_two_rank_learner(tmp_path, t
     assert len(learned) >= len(served) - 1  # every tensor (a tied output layer may be saved once)
     assert max(float((learned[k] - served[k]).abs().max()) for k in learned) == 0.0
     start = initial.state_dict()
-    assert max(float((served[k] - start[k]).abs().max()) for k in served) > 1e-4
+    moved = max(float((served[k] - start[k]).abs().max()) for k in served)
+    # the untrained model's few episodes sometimes tie in every group: then no update may change a weight
+    assert moved > 1e-4 if learnt else moved == 0.0
 
 
 @pytest.fixture()

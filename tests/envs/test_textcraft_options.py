@@ -1,5 +1,6 @@
 """TextCraft's options: the depth cap (``max_depth``: item id -> goal stays pure, the splits stay disjoint, bad
-values refused) and ``list_inventory`` (the listing without ``inventory``, the command still carried out)."""
+values refused), ``list_inventory`` (the listing without ``inventory``, the command still carried out) and
+``show_actions`` (the listing written at the end of every observation while the episode runs)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from turnrl.envs import get_env_spec
 from turnrl.envs.textcraft import SPLITS, TextCraftEnv
+from turnrl.envs.textcraft.oracle import plan
 from turnrl.envs.textcraft.recipes import recipe_book
 from turnrl.envs.textcraft.splits import NUM_ITEMS, TEST, TRAIN, capped_item
 
@@ -96,3 +98,24 @@ def test_list_inventory_false_drops_only_inventory_from_the_listing():
             assert answer.info["valid"] and answer.observation.startswith("Inventory:")
     with pytest.raises(ValueError, match="list_inventory"):
         TextCraftEnv(list_inventory="no")
+
+
+def test_show_actions_ends_each_running_observation_with_the_listing():
+    shown, plain = TextCraftEnv(show_actions=True), TextCraftEnv()
+    rng = random.Random(11)
+    for item in rng.sample(range(NUM_ITEMS), 12):
+        observations = [(shown.reset_sync(item), plain.reset_sync(item), plain.valid_actions_sync())]
+        commands = plan(plain)
+        assert commands, f"no plan for item {item}"
+        for command in [commands[0], "craft 1 nothing using 1 air", *commands[1:]]:
+            a, b = shown.step_sync(f"Action: {command}"), plain.step_sync(f"Action: {command}")
+            assert (a.reward, a.done, a.info) == (b.reward, b.done, b.info)
+            observations.append((a.observation, b.observation, plain.valid_actions_sync()))
+        assert a.done and a.info["success"]
+        *running, (last_shown, last_plain, _) = observations
+        assert last_shown == last_plain  # the episode is over: nothing listed
+        for with_listing, without, listed in running:
+            head, listing = with_listing.rsplit("\nAvailable actions: ", 1)
+            assert head == without and listing.split("; ") == listed
+    with pytest.raises(ValueError, match="show_actions"):
+        TextCraftEnv(show_actions=1)

@@ -15,7 +15,9 @@ keeps ours ("Crafted 1 yellow wool" and "The task is completed."). Actions:
 must match one recipe of the item exactly, a tag ingredient taking any item of
 that tag, and be in the inventory) and ``inventory``. A command that cannot be
 carried out changes nothing and has ``valid = False``. Reward 1 (and done) when
-the goal item is crafted; ``info["score"]`` is that reward.
+the goal item is crafted; ``info["score"]`` is that reward. ``show_actions=True`` (not
+AgentGym's: its observations list nothing) ends every observation of a running episode with
+"Available actions: " and the listed commands (``valid_actions``) joined by "; ".
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class TextCraftEnv(BlockingEnv):
         wording: str = "agentgym",
         max_depth: int | None = None,
         list_inventory: bool = True,
+        show_actions: bool = False,
     ) -> None:
         if goals not in GOAL_ORDERS:
             raise ValueError(f"unknown goals {goals!r}; choose from: {', '.join(GOAL_ORDERS)}")
@@ -66,6 +69,9 @@ class TextCraftEnv(BlockingEnv):
             raise ValueError(f"list_inventory must be a bool, got {list_inventory!r}")
         self.goal_order, self.wording, self.max_depth = goals, wording, max_depth
         self.list_inventory = list_inventory
+        if not isinstance(show_actions, bool):
+            raise ValueError(f"show_actions must be a bool, got {show_actions!r}")
+        self.show_actions = show_actions
         self._depths = tuple(d for _, d in self.book.goal_lists[goals])
         self.inventory: Counter[str] = Counter()
         self.goal = ""
@@ -89,7 +95,7 @@ class TextCraftEnv(BlockingEnv):
         self.inventory = Counter()
         self._done = False
         commands = "\n".join(r.text for r in self._recipes)
-        return f"Crafting commands:\n{commands}\n\nGoal: craft {item_name(self.goal)}."
+        return self._with_listing(f"Crafting commands:\n{commands}\n\nGoal: craft {item_name(self.goal)}.")
 
     def reset_custom(self, commands: str, goal: str) -> str:
         """Start an episode on a caller's task (AgentGym's ``/create {commands, goal}``): the shown commands
@@ -105,7 +111,7 @@ class TextCraftEnv(BlockingEnv):
         self._recipes = self.book.task_for(target, 0, 0).recipes  # what the oracle and the listing use
         self.inventory = Counter()
         self._done = False
-        return f"Crafting commands:\n{commands.strip()}\n\nGoal: craft {item_name(self.goal)}."
+        return self._with_listing(f"Crafting commands:\n{commands.strip()}\n\nGoal: craft {item_name(self.goal)}.")
 
     @property
     def recipes(self) -> tuple[CraftRecipe, ...]:
@@ -223,4 +229,11 @@ class TextCraftEnv(BlockingEnv):
             "goal": item_name(self.goal),
             "item": self._item,
         }
-        return EnvResult(observation=text, reward=reward, done=self._done, info=info)
+        return EnvResult(observation=self._with_listing(text), reward=reward, done=self._done, info=info)
+
+    def _with_listing(self, text: str) -> str:
+        """With ``show_actions`` and the episode still on, ``text`` then the commands listed now, each after
+        "; " (a ``craft`` command has commas of its own), written exactly as a reply would carry them."""
+        if not self.show_actions or self._done:
+            return text
+        return f"{text}\nAvailable actions: {'; '.join(self.valid_actions_sync())}"

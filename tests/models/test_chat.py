@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from turnrl.config.model import DefaultModelConfig
 from turnrl.models.chat import ChatFormat
 from turnrl.models.tokenizer import train_tokenizer
 
@@ -60,3 +61,17 @@ def test_bad_vocab_and_split():
         train_tokenizer(["x"], vocab_size=10)
     with pytest.raises(ValueError, match="pre-tokenisation"):
         train_tokenizer(["x"], vocab_size=400, split="syllable")
+    with pytest.raises(ValueError, match="tokenizer_split"):
+        DefaultModelConfig(tokenizer_split="syllable")
+
+
+def test_word_split_never_merges_across_words_and_phrase_may():
+    corpus = ["Action: go to red ball 1, go to red ball 1, go to blue key 2"] * 50
+    pieces = {}
+    for split in ("word", "phrase"):
+        tok = train_tokenizer(corpus, vocab_size=400, split=split)
+        ids = tok.encode("Action: go to red ball 1", add_special_tokens=False)
+        pieces[split] = [tok.decode([i]) for i in ids]
+        assert "".join(pieces[split]) == "Action: go to red ball 1"
+    assert all(" " not in piece.strip() for piece in pieces["word"])
+    assert any(" " in piece.strip() for piece in pieces["phrase"])

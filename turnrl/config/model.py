@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import msgspec
 
+TOKENIZER_SPLITS = ("phrase", "word")
+
 
 class WarmupConfig(msgspec.Struct, frozen=True, kw_only=True):
     episodes: int = 1600
@@ -26,10 +28,15 @@ class WarmupConfig(msgspec.Struct, frozen=True, kw_only=True):
 class DefaultModelConfig(msgspec.Struct, frozen=True, kw_only=True):
     preset: str = "tiny"
     vocab_size: int = 2048
+    tokenizer_split: str = "phrase"  # pre-tokenisation of the locally trained BPE (see models.tokenizer)
     max_positions: int = 4096
     copy_init_layer: int = 0  # the attention layer that starts as a copy head (see models.tiny.copy_friendly_init)
     warmup: WarmupConfig = WarmupConfig()
 
     def __post_init__(self) -> None:
+        if self.tokenizer_split not in TOKENIZER_SPLITS:
+            raise ValueError(
+                f"tokenizer_split must be one of {', '.join(TOKENIZER_SPLITS)}, got {self.tokenizer_split!r}"
+            )
         if self.copy_init_layer < 0:
             raise ValueError(f"copy_init_layer must be >= 0, got {self.copy_init_layer}")

@@ -5,11 +5,15 @@ back exactly; ``<|im_start|>``/``<|im_end|>``/``<|endoftext|>`` are single speci
 tokens; ``<|im_end|>`` is the end-of-turn (eos) token, ``<|endoftext|>`` pads.
 
 Two pre-tokenisations: ``word`` splits at spaces and punctuation (GPT-2 style);
-``phrase`` splits only at punctuation and line breaks, so merges may span words
-and a frequent phrase ("go to red ball 1") becomes one token. The embedded CPU
-default uses ``phrase``: with a domain this small it cuts sequences about
-sevenfold, and an action is usually a single token that also appears verbatim in
-the observation's list of available actions.
+``phrase`` splits only at punctuation and line breaks, so merges may span words.
+The embedded CPU default uses ``phrase``: with a domain this small the commonest
+phrases of the observations become single tokens (on BabyAI whole sentences, " There
+is a yellow ball 1 1 steps in front of you and 3 steps to your right"), which cuts
+sequences about sevenfold, while a less frequent action stays several tokens ("go to
+red key 1" is eight). An action that follows a delimiter and a space is encoded the
+same way in an observation's list (", go to red key 1") as in a reply ("Action: go
+to red key 1"), so it can be copied token by token. ``word`` (``model.default.
+tokenizer_split``) gave no better a base on the learning suite (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from collections.abc import Iterable
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
+
+from turnrl.config.model import TOKENIZER_SPLITS
 
 PAD, BOS_TURN, EOS_TURN = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 SPECIAL_TOKENS = [PAD, BOS_TURN, EOS_TURN]
@@ -30,9 +36,6 @@ CHAT_TEMPLATE = (
 )
 
 
-PRE_TOKENIZATIONS = ("phrase", "word")
-
-
 def _pre_tokenizer(split: str):
     if split == "word":
         return pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -43,7 +46,7 @@ def _pre_tokenizer(split: str):
                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
             ]
         )
-    raise ValueError(f"unknown pre-tokenisation {split!r}; choose from: {', '.join(PRE_TOKENIZATIONS)}")
+    raise ValueError(f"unknown pre-tokenisation {split!r}; choose from: {', '.join(TOKENIZER_SPLITS)}")
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024, split: str = "phrase") -> PreTrainedTokenizerFast:

@@ -24,7 +24,7 @@ def build_default_policy(
     for ep in episodes:
         corpus.extend(ep.observations)
         corpus.extend(ep.replies)
-    tokenizer = train_tokenizer(corpus, config.vocab_size)
+    tokenizer = train_tokenizer(corpus, config.vocab_size, config.tokenizer_split)
     model = build_tiny_model(
         tokenizer, config.preset, config.max_positions, seed, copy_init_layer=config.copy_init_layer
     )

@@ -70,10 +70,14 @@ SEARCH_DEMO = TrainConfig(
 # The TextCraft demo: free text, goals of recipe depth 1 (max_depth=1: a deeper id plays a depth-1 goal of its
 # own split), so the held-out set is the 23 depth-1 test goals. ``inventory`` is left out of the listing the
 # warm-up draws from (list_inventory=False; the command still works): listed, it became the base's commonest
-# reply and RL collapsed onto it. The tiny model does not learn it yet: it rarely writes a right `craft`
-# command, and RL drifts to always-valid `get`s (bench/RESULTS.md, "Learning suite").
+# reply and RL collapsed onto it. Every observation ends with the commands listed now (show_actions=True, which
+# AgentGym's TextCraft does not do), so a reply is copied from the observation as in BabyAI, and the learner trains
+# replies beside the listed ones as BabyAI's recipe does. Unlisted, the base's sampled replies were valid 26 % of
+# the time and RL drifted onto `get`s (training success 5 % -> 0); listed, 71 %, and training success rises from
+# 48 % to 74 % in 80 steps. The held-out goals barely move (0.00 -> 0.04): the training goals are learnt, the
+# unseen goals' names are not (bench/RESULTS.md, "Learning suite").
 TEXTCRAFT_DEMO = TrainConfig(
-    env=EnvConfig(family="textcraft", options={"max_depth": 1, "list_inventory": False}),
+    env=EnvConfig(family="textcraft", options={"max_depth": 1, "list_inventory": False, "show_actions": True}),
     rollout=RolloutConfig(
         prompts_per_step=8,
         group_size=8,
@@ -82,10 +86,10 @@ TEXTCRAFT_DEMO = TrainConfig(
             max_new_tokens=32,
             temperature=1.0,
             constrain_to_valid_actions=False,
-            invalid_reply_penalty=0.05,
+            learn_from_listed_actions=True,
         ),
     ),
-    algo=AlgoConfig(name="grpo", learner=LearnerConfig(lr=3e-4)),
+    algo=AlgoConfig(name="grpo", learner=LearnerConfig(lr=3e-4, off_list_advantage=0.25)),
     model=ModelConfig(default=DefaultModelConfig(warmup=WarmupConfig(episodes=888, turn_cap=8, epochs=3))),
     eval=EvalConfig(tasks=23, turn_cap=6, temperature=0.0, every=20),
     steps=80,

@@ -24,10 +24,10 @@ def test_recipe_trains_in_free_text_on_real_textcraft(tmp_path):
     episode = msgspec.structs.replace(base.rollout.episode, turn_cap=3)
     config = msgspec.structs.replace(
         base,
-        rollout=msgspec.structs.replace(base.rollout, prompts_per_step=2, group_size=2, episode=episode),
+        rollout=msgspec.structs.replace(base.rollout, prompts_per_step=2, group_size=4, episode=episode),
         model=ModelConfig(
             default=DefaultModelConfig(
-                vocab_size=500, warmup=WarmupConfig(episodes=256, turn_cap=3, batch_episodes=8, epochs=2)
+                vocab_size=1500, warmup=WarmupConfig(episodes=256, turn_cap=3, batch_episodes=8, epochs=2)
             )
         ),
         eval=EvalConfig(tasks=2, turn_cap=3, temperature=0.0),
@@ -39,7 +39,7 @@ def test_recipe_trains_in_free_text_on_real_textcraft(tmp_path):
     valid_turns = 0
     for step in (1, 2):
         rows = [json.loads(line) for line in (tmp_path / "run" / "trajectories" / f"step-{step:06d}.jsonl").open()]
-        assert len(rows) == 4
+        assert len(rows) == 8
         for row in rows:
             first = env.reset_sync(row["item_id"])
             assert first in row["prompt"] and "Goal: craft" in first

@@ -1,6 +1,6 @@
 """Deep Search restricted by hops: single-hop items against the world's facts, split disjointness, determinism
-across processes, bad options; the listed valid actions (spans of the seen text only) and the format warm-up on
-them; the search recipe and its ``--level``."""
+across processes, bad options; the listed valid actions (spans of the seen text only), the listing written into the
+observations (``show_actions``) and the format warm-up on them; the search recipe and its ``--level``."""
 
 from __future__ import annotations
 
@@ -144,6 +144,25 @@ def test_valid_actions_are_spans_of_the_seen_text_and_all_valid(env):
     while not env.step_sync(f"<answer>{env.question.answers[0]}</answer>").done:
         pass
     assert env.valid_actions_sync() == []  # nothing is valid once the episode is over
+
+
+def test_show_actions_ends_each_running_observation_with_the_listing(env):
+    shown = SearchEnv(hops=1, show_actions=True)
+    for item in random.Random(6).sample(get_env_spec("search").splits.test, 8):
+        turns = [(shown.reset_sync(item), env.reset_sync(item), env.valid_actions_sync())]
+        replies = [env.valid_actions_sync()[0], "no tag", "<answer>surely wrong</answer>"]
+        for reply in [*replies, f"<answer>{env.question.answers[0]}</answer>"]:
+            a, b = shown.step_sync(reply), env.step_sync(reply)
+            assert (a.reward, a.done, a.info) == (b.reward, b.done, b.info)
+            turns.append((a.observation, b.observation, env.valid_actions_sync()))
+        assert a.done and a.info["success"]
+        *running, (last_shown, last_plain, _) = turns
+        assert last_shown == last_plain  # the episode is over: nothing listed
+        for with_listing, without, listed in running:
+            head, listing = with_listing.split("\nAvailable actions:\n")
+            assert head == without and listing.split("\n") == listed and len(listed) >= 1
+    with pytest.raises(ValueError, match="show_actions"):
+        SearchEnv(show_actions="yes")
 
 
 def test_answer_candidates_ignore_the_gold(env):

@@ -23,6 +23,8 @@ evidence, so before the first search the one listed action is searching the ques
 A uniform choice among them teaches the tag format and copying text, with no preference
 for the right span; an answer among the candidates is right only when the passages happen
 to hold it.
+``show_actions=True`` (not Search-R1's) ends every observation of a running episode with
+"Available actions:" and the listed actions, one per line.
 """
 
 from __future__ import annotations
@@ -64,10 +66,14 @@ class SearchEnv(BlockingEnv):
         retriever_options: dict | None = None,
         questions_path: str | None = None,
         hops: int | None = None,
+        show_actions: bool = False,
     ) -> None:
         if not isinstance(topk, int) or topk < 1:
             raise ValueError(f"topk must be a positive int, got {topk!r}")
         self.hops = check_hops(hops)
+        if not isinstance(show_actions, bool):
+            raise ValueError(f"show_actions must be a bool, got {show_actions!r}")
+        self.show_actions = show_actions
         if hops is not None and questions_path:
             raise ValueError("hops restricts the generated questions; it does not apply with questions_path")
         self.world: World = cached_world(world_seed, world_size)
@@ -92,7 +98,7 @@ class SearchEnv(BlockingEnv):
         else:
             self.question = make_question(self.world, int(item_id), self.hops)
         self._item, self._done, self.passages = int(item_id), False, []
-        return f"Question: {self.question.text}"
+        return self._with_listing(f"Question: {self.question.text}")
 
     def step_sync(self, action_text: str) -> EnvResult:
         if self._done or self.question is None:
@@ -149,7 +155,14 @@ class SearchEnv(BlockingEnv):
             "item": self._item,
             "hops": self.question.hops,
         }
-        return EnvResult(observation=text, reward=em, done=self._done, info=info)
+        return EnvResult(observation=self._with_listing(text), reward=em, done=self._done, info=info)
+
+    def _with_listing(self, text: str) -> str:
+        """With ``show_actions`` and the episode still on, ``text`` then the listed actions one per line (a reply
+        is a bare tag, so each line is written exactly as a reply would carry it)."""
+        if not self.show_actions or self._done:
+            return text
+        return "\n".join([text, "Available actions:", *self.valid_actions_sync()])
 
 
 # capitalised words that start sentences or label text rather than name something

@@ -48,7 +48,8 @@ BABYAI_DEMO = TrainConfig(
 # The Deep Search demo: single-hop questions (search, then copy the fact's value out of the passages), free text.
 # The format warm-up picks uniformly among the env's listed searches and answers (the question, spans of the
 # passages seen), so it teaches the tags and copying, not which span. The tiny model does not learn it yet: it
-# copies names inexactly, no rollout succeeds, RL gets no signal (bench/RESULTS.md, "Learning suite").
+# copies names inexactly, no rollout succeeds, RL gets no signal, and listing the actions in the observations
+# (show_actions=True) does not change that (bench/RESULTS.md, "Learning suite").
 SEARCH_DEMO = TrainConfig(
     env=EnvConfig(family="search", options={"hops": 1}),
     rollout=RolloutConfig(

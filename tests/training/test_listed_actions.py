@@ -65,6 +65,37 @@ def test_the_set_target_is_the_mass_of_the_allowed_tokens():
         assert float(logp[i]) == pytest.approx(float(expected), abs=1e-5)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_the_even_set_target_is_the_mass_with_the_listed_logits_at_their_mean(seed):
+    torch.manual_seed(seed)
+    hidden, weight = torch.randn(5, 7), torch.randn(11, 7, requires_grad=True)
+    allowed = torch.tensor([[1, 4, -1], [0, 2, 9], [3, -1, -1], [5, 6, 7], [10, 2, -1]])
+    targets = torch.tensor([8, 2, 3, 0, 10])
+    set_target = torch.ones(5, dtype=torch.bool)
+    logp, _ = restricted_logprob_entropy(hidden, weight, targets, allowed, 0.7, set_target, "even")
+    logits = (hidden @ weight.t() / 0.7).detach()
+    for i in range(5):
+        ids = [a for a in allowed[i].tolist() if a >= 0]
+        others = [k for k in range(11) if k not in ids]
+        listed = len(ids) * logits[i, ids].mean().exp()
+        expected = (listed / (listed + logits[i, others].exp().sum())).log()
+        assert float(logp[i]) == pytest.approx(float(expected), abs=1e-5)
+    # as a function of the logits, its gradient is the same on every listed logit (the odds among them stay)
+    z = logits.clone().requires_grad_(True)
+    lp, _ = restricted_logprob_entropy(z, torch.eye(11), targets, allowed, 1.0, set_target, "even")
+    (grad,) = torch.autograd.grad(lp.sum(), z)
+    for i in range(5):
+        ids = [a for a in allowed[i].tolist() if a >= 0]
+        assert torch.allclose(grad[i, ids], grad[i, ids[0]].expand(len(ids)), atol=1e-6)
+        assert bool((grad[i, ids] > 0).all())
+        assert bool((grad[i, [k for k in range(11) if k not in ids]] < 0).all())
+    mass, _ = restricted_logprob_entropy(z, torch.eye(11), targets, allowed, 1.0, set_target, "mass")
+    (grad_mass,) = torch.autograd.grad(mass.sum(), z)
+    assert not torch.allclose(grad_mass[1, [0, 2, 9]], grad_mass[1, 0].expand(3))  # "mass" sharpens instead
+    with pytest.raises(ValueError, match="set_log_prob"):
+        restricted_logprob_entropy(hidden, weight, targets, allowed, 0.7, set_target, "uniform")
+
+
 class SometimesOnList(Generator):
     """The real model, sampling free text on one request in three; on the others, one of two replies BabyAI
     always lists ("turn left", "turn right"), or a reply that follows the list for a while and then leaves it
@@ -180,3 +211,5 @@ def test_bad_configs_are_refused():
         EpisodeConfig(constrain_to_valid_actions=True, learn_from_listed_actions=True)
     with pytest.raises(ValueError, match="off_list_advantage"):
         LearnerConfig(off_list_advantage=float("nan"))
+    with pytest.raises(ValueError, match="off_list_log_prob"):
+        LearnerConfig(off_list_log_prob="uniform")

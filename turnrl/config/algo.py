@@ -83,6 +83,10 @@ class LearnerConfig(msgspec.Struct, frozen=True, kw_only=True):
     # rollout.episode.learn_from_listed_actions: the advantage of a reply's one trained token where it left the
     # env's list (its log-prob is the list's mass there, so a positive value moves mass back onto the list).
     off_list_advantage: float = 1.0
+    # ... and that token's log-prob: "mass" the list's probability there (raises the listed logits in proportion
+    # to their probabilities, sharpening the odds among them), "even" the same with the listed logits at their
+    # mean (raises them all alike: the odds among the listed replies stay as they were).
+    off_list_log_prob: str = "mass"
     # No temperature here: the learner computes log-probs at the temperature the tokens were sampled at
     # (rollout.episode.temperature), so the ratio can never mix two temperatures.
 
@@ -112,6 +116,8 @@ class LearnerConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"unknown off_policy {self.off_policy!r}; choose from: {known}")
         if not self.is_cap >= 1:
             raise ValueError(f"is_cap must be >= 1, got {self.is_cap}")
+        if self.off_list_log_prob not in ("mass", "even"):
+            raise ValueError(f"off_list_log_prob must be 'mass' or 'even', got {self.off_list_log_prob!r}")
         if not math.isfinite(self.off_list_advantage):
             raise ValueError(f"off_list_advantage must be a finite number, got {self.off_list_advantage}")
         if self.invalid_reply_advantage is not None and not math.isfinite(self.invalid_reply_advantage):

@@ -11,6 +11,9 @@ import msgspec
 TOKENIZER_SPLITS = ("phrase", "word")
 
 
+REPLY_TARGETS = ("sampled", "listed")
+
+
 class WarmupConfig(msgspec.Struct, frozen=True, kw_only=True):
     episodes: int = 1600
     turn_cap: int = 3
@@ -19,10 +22,15 @@ class WarmupConfig(msgspec.Struct, frozen=True, kw_only=True):
     batch_episodes: int = 16
     micro_batch_tokens: int = 16384
     observation_loss: bool = True  # also model the observation text (language modelling of transcripts)
+    # a reply token's target: the token the random player wrote, or its next-token distribution over the listed
+    # replies there (the same objective in expectation, without the sampling noise; see engine.training.warmup)
+    reply_targets: str = "sampled"
 
     def __post_init__(self) -> None:
         if self.episodes < 1 or self.turn_cap < 1 or self.epochs < 1 or self.batch_episodes < 1:
             raise ValueError("warm-up episodes, turn_cap, epochs and batch_episodes must be >= 1")
+        if self.reply_targets not in REPLY_TARGETS:
+            raise ValueError(f"reply_targets must be one of {', '.join(REPLY_TARGETS)}, got {self.reply_targets!r}")
 
 
 class DefaultModelConfig(msgspec.Struct, frozen=True, kw_only=True):

@@ -14,6 +14,18 @@ def allowed_next(completions: list[list[int]], prefix: list[int]) -> list[int]:
     return sorted({c[n] for c in completions if len(c) > n and c[:n] == prefix})
 
 
+def next_token_shares(completions: list[list[int]], prefix: list[int]) -> dict[int, float]:
+    """The share of ``completions`` continuing ``prefix`` with each next token: the next-token distribution of a
+    player that picks one completion uniformly (a completion listed twice counts twice). Empty if none does."""
+    n = len(prefix)
+    counts: dict[int, int] = {}
+    for c in completions:
+        if len(c) > n and c[:n] == prefix:
+            counts[c[n]] = counts.get(c[n], 0) + 1
+    total = sum(counts.values())
+    return {token: count / total for token, count in sorted(counts.items())}
+
+
 def check_completions(completions: list[list[int]]) -> None:
     if not completions:
         raise ValueError("allowed completions must not be empty")

@@ -13,6 +13,8 @@ import torch
 
 from turnrl.kernels import linear_logprob_entropy
 
+SET_LOG_PROBS = ("mass", "even")
+
 
 def hidden_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
@@ -32,18 +34,46 @@ def token_logprobs(
     constraint_index: torch.Tensor | None = None,
     constraint_allowed: torch.Tensor | None = None,
     constraint_set_target: torch.Tensor | None = None,
+    set_log_prob: str = "mass",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs and entropies [B, T] at the tokens ``loss_mask`` marks (0 elsewhere).
 
     ``constraint_index`` [M, 2] (row, position) and ``constraint_allowed`` [M, K] (-1 padded) name tokens that
     were sampled from a distribution restricted to the allowed ids; theirs are recomputed the same way. Where
     ``constraint_set_target`` [M] (bool) is set, the log-prob is that of the allowed set (its entropy stays the
-    full distribution's)."""
+    full distribution's); ``set_log_prob`` says which log-prob of the set (see ``restricted_logprob_entropy``)."""
     hidden = hidden_states(model, input_ids, attention_mask)
+    weight = model.get_output_embeddings().weight
+    return logprobs_from_hidden(
+        hidden,
+        weight,
+        input_ids,
+        loss_mask,
+        temperature,
+        chunk_rows,
+        constraint_index,
+        constraint_allowed,
+        constraint_set_target,
+        set_log_prob,
+    )
+
+
+def logprobs_from_hidden(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    input_ids: torch.Tensor,
+    loss_mask: torch.Tensor,
+    temperature: float = 1.0,
+    chunk_rows: int = 2048,
+    constraint_index: torch.Tensor | None = None,
+    constraint_allowed: torch.Tensor | None = None,
+    constraint_set_target: torch.Tensor | None = None,
+    set_log_prob: str = "mass",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``token_logprobs`` from hidden states already computed (``weight``: the LM head's [V, H])."""
     predict_from = loss_mask[:, 1:]  # hidden at t-1 predicts token t
     rows = hidden[:, :-1][predict_from]
     targets = input_ids[:, 1:][predict_from]
-    weight = model.get_output_embeddings().weight
     logp, entropy = linear_logprob_entropy(rows, weight, targets, temperature, chunk_rows=chunk_rows)
     logp_full = torch.zeros(loss_mask.shape, dtype=torch.float32, device=logp.device)
     ent_full = torch.zeros_like(logp_full)
@@ -55,7 +85,13 @@ def token_logprobs(
         rows, cols = constraint_index[:, 0], constraint_index[:, 1]
         targets = input_ids[rows, cols]
         lp_c, ent_c = restricted_logprob_entropy(
-            hidden[rows, cols - 1], weight, targets, constraint_allowed, temperature, constraint_set_target
+            hidden[rows, cols - 1],
+            weight,
+            targets,
+            constraint_allowed,
+            temperature,
+            constraint_set_target,
+            set_log_prob,
         )
         logp_full = logp_full.index_put((rows, cols), lp_c)
         if constraint_set_target is not None:
@@ -71,9 +107,13 @@ def restricted_logprob_entropy(
     allowed: torch.Tensor,
     temperature: float,
     set_target: torch.Tensor | None = None,
+    set_log_prob: str = "mass",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-prob of ``targets`` and entropy under softmax restricted to ``allowed`` ids (-1 = padding); where
-    ``set_target`` is set, the log-prob of the whole allowed set under the unrestricted softmax instead."""
+    ``set_target`` is set, the log-prob of the whole allowed set under the unrestricted softmax instead:
+    ``"mass"`` is its probability (its gradient raises each allowed logit in proportion to that token's
+    probability, so it also sharpens the odds among them); ``"even"`` is the probability it would have with the
+    allowed logits all at their mean (its gradient raises them all by the same amount: the odds among them stay)."""
     logits = (hidden.float() @ weight.float().t()) / temperature
     valid = allowed >= 0
     picked = logits.gather(1, allowed.clamp(min=0)).masked_fill(~valid, float("-inf"))
@@ -83,5 +123,37 @@ def restricted_logprob_entropy(
     target = logits.gather(1, targets[:, None]).squeeze(1)
     logp = target - logz
     if set_target is not None:
-        logp = torch.where(set_target, logz - torch.logsumexp(logits, dim=-1), logp)
+        if set_log_prob not in SET_LOG_PROBS:
+            raise ValueError(f"set_log_prob must be one of {', '.join(SET_LOG_PROBS)}, got {set_log_prob!r}")
+        listed = logz
+        if set_log_prob == "even":
+            count = valid.sum(-1)
+            listed = (picked.masked_fill(~valid, 0.0).sum(-1) / count) + torch.log(count.float())
+            members = torch.where(valid, allowed, allowed[:, :1])  # padding repeats a real member
+            unlisted = logits.scatter(1, members, float("-inf"))
+            logp_set = listed - torch.logaddexp(listed, torch.logsumexp(unlisted, dim=-1))
+        else:
+            logp_set = listed - torch.logsumexp(logits, dim=-1)
+        logp = torch.where(set_target, logp_set, logp)
     return logp, entropy
+
+
+def expected_logprobs(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    index: torch.Tensor,
+    target_ids: torch.Tensor,
+    target_shares: torch.Tensor,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """``sum_k share_k * log p(id_k)`` [M] at each position ``index`` [M, 2] (row, position) of a token, predicted
+    from the hidden state before it: the negated cross-entropy to a target distribution over ``target_ids``
+    [M, K] (-1 padded; ``target_shares`` [M, K] sum to 1 over the real ids) instead of to the token written."""
+    rows, cols = index[:, 0], index[:, 1]
+    if bool((cols < 1).any()):
+        raise ValueError("a target position needs a token before it to be predicted from")
+    logits = (hidden[rows, cols - 1].float() @ weight.float().t()) / temperature
+    logp = torch.log_softmax(logits, dim=-1)
+    real = target_ids >= 0
+    picked = logp.gather(1, target_ids.clamp(min=0))
+    return (picked * target_shares * real).sum(-1)

@@ -7,12 +7,14 @@ tokens; ``<|im_end|>`` is the end-of-turn (eos) token, ``<|endoftext|>`` pads.
 Two pre-tokenisations: ``word`` splits at spaces and punctuation (GPT-2 style);
 ``phrase`` splits only at punctuation and line breaks, so merges may span words.
 The embedded CPU default uses ``phrase``: with a domain this small the commonest
-phrases of the observations become single tokens (on BabyAI whole sentences, " There
-is a yellow ball 1 1 steps in front of you and 3 steps to your right"), which cuts
-sequences about sevenfold, while a less frequent action stays several tokens ("go to
-red key 1" is eight). An action that follows a delimiter and a space is encoded the
-same way in an observation's list (", go to red key 1") as in a reply ("Action: go
-to red key 1"), so it can be copied token by token. ``word`` (``model.default.
+phrases become single tokens (on BabyAI long spans of a sentence, " key 1 3 steps in
+front of you and 2 steps to your right"), which cuts sequences about sevenfold. With
+the BabyAI recipe's 2048 tokens every GoToLocal action is one token ("Action", ":",
+" go to red key 1"); a smaller vocabulary or a rarer action leaves several. An action
+that follows a delimiter and a space is encoded the same way in an observation's list
+(", go to red key 1") as in a reply ("Action: go to red key 1"), so it can be copied
+token by token. (Load a saved tokenizer with ``models.loading``: ``AutoTokenizer``
+rebuilds it as the architecture's own class, with another pre-tokenisation.) ``word`` (``model.default.
 tokenizer_split``) gave no better a base on the learning suite (bench/RESULTS.md).
 """
 

@@ -138,7 +138,12 @@ class ShardedLearner(Learner):
             batch.input_ids,
             batch.attention_mask,
             batch.loss_mask,
-            (batch.constraint_index, batch.constraint_allowed, batch.constraint_set_target),
+            (
+                batch.constraint_index,
+                batch.constraint_allowed,
+                batch.constraint_set_target,
+                self.config.off_list_log_prob,
+            ),
             self.temperature,
         )
         return logp.float(), entropy.float()

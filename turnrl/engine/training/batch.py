@@ -138,7 +138,7 @@ def _constraints(trajectories: list[Trajectory], loss_mask: torch.Tensor):
 
 
 def policy_logprobs(
-    model, batch: TokenBatch, temperature: float = 1.0, chunk_rows: int = 2048
+    model, batch: TokenBatch, temperature: float = 1.0, chunk_rows: int = 2048, off_list_log_prob: str = "mass"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs and entropies [B, T] at the batch's policy tokens (0 elsewhere); see ``models.forward``."""
     return token_logprobs(
@@ -151,6 +151,7 @@ def policy_logprobs(
         batch.constraint_index,
         batch.constraint_allowed,
         batch.constraint_set_target,
+        off_list_log_prob,
     )
 
 

@@ -106,7 +106,7 @@ class Learner:
     def _logprobs(self, which: str, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probs and entropies of ``which`` ("policy" or "reference") on the batch's policy tokens."""
         model = self.model if which == "policy" else self.reference
-        return policy_logprobs(model, batch, self.temperature)
+        return policy_logprobs(model, batch, self.temperature, off_list_log_prob=self.config.off_list_log_prob)
 
     def _values(self, batch: TokenBatch) -> torch.Tensor:
         return self.critic.values(batch.input_ids, batch.attention_mask)

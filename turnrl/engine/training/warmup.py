@@ -4,8 +4,13 @@ Invariant: the actions are drawn uniformly from the env's valid actions at each
 turn, independently of the goal and of the outcome (no oracle, no filtering by
 reward), so the warmed-up policy knows the reply format and the action grammar
 but has no preference for good actions: what it later gains is RL's doing. The
-token layout is the one episodes use (``ChatFormat``): loss only on the
-assistant's reply and its end-of-turn token.
+token layout is the one episodes use (``ChatFormat``): loss on the assistant's
+reply and its end-of-turn token (and on the observations with
+``observation_loss``). A reply token's target is the token the random player
+wrote (``reply_targets="sampled"``) or that player's whole next-token
+distribution there, the share of the listed replies continuing the prefix with
+each token (``"listed"``): the same objective in expectation, without the
+sampling noise.
 """
 
 from __future__ import annotations
@@ -13,15 +18,17 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from turnrl.config.model import WarmupConfig
-from turnrl.engine.training.batch import micro_batches, pack, policy_logprobs
+from turnrl.engine.training.batch import TokenBatch, micro_batches, pack
 from turnrl.envs.base import BlockingEnv
 from turnrl.models.chat import ChatFormat
-from turnrl.protocol import Task, Trajectory
+from turnrl.models.constraints import next_token_shares
+from turnrl.models.forward import expected_logprobs, hidden_states, logprobs_from_hidden
+from turnrl.protocol import Task, Trajectory, Turn
 
 
 @dataclass
@@ -30,6 +37,7 @@ class RandomEpisode:
     observations: list[str]  # one per action plus the first
     replies: list[str]  # the policy's reply text for each turn
     success: bool = False  # the episode ended within the turn cap with the env's success
+    listed: list[list[str]] = field(default_factory=list)  # the valid actions each reply was drawn from
 
 
 def warmup_items(train: Sequence[int], episodes: int) -> list[int]:
@@ -46,27 +54,44 @@ def random_episodes(env: BlockingEnv, item_ids: list[int], turn_cap: int, seed: 
     for item in item_ids:
         observations = [env.reset_sync(item)]
         actions: list[str] = []
+        listed: list[list[str]] = []
         success = False
         for _ in range(turn_cap):
-            action = rng.choice(env.valid_actions_sync())
+            valid = env.valid_actions_sync()
+            action = rng.choice(valid)
             actions.append(action)
+            listed.append(valid)
             result = env.step_sync(env.format_reply(action))
             observations.append(result.observation)
             if result.done:
                 success = bool(result.info.get("success"))
                 break
         replies = [env.format_reply(a) for a in actions]
-        episodes.append(RandomEpisode(env.system_prompt, observations, replies, success))
+        listed_replies = [[env.format_reply(a) for a in valid] for valid in listed]
+        episodes.append(RandomEpisode(env.system_prompt, observations, replies, success, listed_replies))
     return episodes
 
 
 def episode_to_trajectory(chat: ChatFormat, episode: RandomEpisode) -> Trajectory:
-    """Lay the episode out exactly as a live episode would be (policy tokens masked in)."""
+    """Lay the episode out exactly as a live episode would be (policy tokens masked in), each turn recorded with
+    the replies it was drawn from (``Turn.listed``, as an episode learning beside the env's list records them)."""
     eos = chat.stop_token_ids[0]
     ids = chat.prompt_ids(episode.system, episode.observations[0])
     mask = [0] * len(ids)
+    turns = []
     for turn, text in enumerate(episode.replies):
         reply = [*chat.encode_text(text), eos]
+        listed = [[*chat.encode_text(r), eos] for r in episode.listed[turn]] if episode.listed else None
+        turns.append(
+            Turn(
+                action_start=len(ids),
+                action_end=len(ids) + len(reply),
+                action_text=text,
+                observation=episode.observations[turn + 1] if turn + 1 < len(episode.observations) else "",
+                reward=0.0,
+                listed=listed,
+            )
+        )
         ids += reply
         mask += [1] * len(reply)
         if turn + 1 < len(episode.observations):
@@ -80,7 +105,54 @@ def episode_to_trajectory(chat: ChatFormat, episode: RandomEpisode) -> Trajector
         logprobs=[0.0] * len(ids),
         versions=[-1] * len(ids),
         prompt_len=0,
+        turns=turns,
     )
+
+
+def listed_targets(trajectories: list[Trajectory]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For every reply token of ``trajectories`` (rows of one packed batch): its (row, position) [M, 2], and the
+    random player's next-token distribution there as ids [M, K] (-1 padded) and shares [M, K]."""
+    where: list[tuple[int, int]] = []
+    targets: list[dict[int, float]] = []
+    for row, traj in enumerate(trajectories):
+        for turn in traj.turns:
+            if turn.listed is None:
+                raise ValueError("listed reply targets need the replies each turn was drawn from (Turn.listed)")
+            reply = traj.token_ids[turn.action_start : turn.action_end]
+            for offset in range(len(reply)):
+                shares = next_token_shares(turn.listed, reply[:offset])
+                if reply[offset] not in shares:
+                    raise ValueError(f"reply {turn.action_text!r} is not one of the replies its turn listed")
+                where.append((row, turn.action_start + offset))
+                targets.append(shares)
+    width = max((len(t) for t in targets), default=1)
+    ids = torch.full((len(targets), width), -1, dtype=torch.long)
+    shares = torch.zeros((len(targets), width), dtype=torch.float32)
+    for i, target in enumerate(targets):
+        ids[i, : len(target)] = torch.tensor(list(target), dtype=torch.long)
+        shares[i, : len(target)] = torch.tensor(list(target.values()), dtype=torch.float32)
+    return torch.tensor(where, dtype=torch.long).reshape(-1, 2), ids, shares
+
+
+def warmup_logprob_sum(model, trajectories: list[Trajectory], config: WarmupConfig, pad_token_id: int):
+    """The summed log-likelihood the warm-up maximises on these trajectories (one micro-batch)."""
+    written = dict(constraint_index=None, constraint_allowed=None, constraint_set_target=None, constraint_recorded=None)
+    batch = replace(pack(trajectories, None, pad_token_id), **written)  # the tokens as written, never renormalised
+    if config.observation_loss:
+        batch.loss_mask = batch.attention_mask.bool()
+        batch.loss_mask[:, 0] = False
+    hidden = hidden_states(model, batch.input_ids, batch.attention_mask)
+    weight = model.get_output_embeddings().weight
+    if config.reply_targets == "sampled":
+        return _written_logprob_sum(hidden, weight, batch)
+    index, ids, shares = listed_targets(trajectories)
+    batch.loss_mask[index[:, 0], index[:, 1]] = False
+    return _written_logprob_sum(hidden, weight, batch) + expected_logprobs(hidden, weight, index, ids, shares).sum()
+
+
+def _written_logprob_sum(hidden: torch.Tensor, weight: torch.Tensor, batch: TokenBatch) -> torch.Tensor:
+    logp, _ = logprobs_from_hidden(hidden, weight, batch.input_ids, batch.loss_mask)
+    return (logp * batch.loss_mask).sum()
 
 
 def supervised_warmup(
@@ -92,7 +164,7 @@ def supervised_warmup(
     seed: int = 0,
     on_step=None,
 ) -> list[float]:
-    """Next-token cross-entropy on the policy tokens; returns the loss per optimizer step."""
+    """Next-token cross-entropy on the policy tokens (and observations); returns the loss per optimizer step."""
     rng = random.Random(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.98), weight_decay=0.0)
     steps_per_epoch = math.ceil(len(trajectories) / config.batch_episodes)
@@ -111,12 +183,7 @@ def supervised_warmup(
             optimizer.zero_grad(set_to_none=True)
             step_loss = 0.0
             for group in micro_batches([len(t.token_ids) for t in chosen], config.micro_batch_tokens):
-                batch = pack([chosen[i] for i in group], None, pad_token_id)
-                if config.observation_loss:
-                    batch.loss_mask = batch.attention_mask.bool()
-                    batch.loss_mask[:, 0] = False
-                logp, _ = policy_logprobs(model, batch)
-                loss = -(logp * batch.loss_mask).sum() / n_tokens
+                loss = -warmup_logprob_sum(model, [chosen[i] for i in group], config, pad_token_id) / n_tokens
                 loss.backward()
                 step_loss += float(loss.detach())
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -15,6 +15,7 @@ ADVANTAGE_ESTIMATOR_NAMES = ("grpo", "ppo", "reinforce_pp", "rloo")
 KL_ESTIMATOR_NAMES = ("k1", "k2", "k3")
 AGGREGATION_NAMES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean")
 OFF_POLICY_CORRECTIONS = ("none", "decoupled", "truncated_is")
+OFF_LIST_LOG_PROBS = ("mass", "even")  # the log-prob of the token where a free-text reply left the env's list
 
 
 class AdvantageParams(msgspec.Struct, frozen=True, kw_only=True):
@@ -116,8 +117,9 @@ class LearnerConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"unknown off_policy {self.off_policy!r}; choose from: {known}")
         if not self.is_cap >= 1:
             raise ValueError(f"is_cap must be >= 1, got {self.is_cap}")
-        if self.off_list_log_prob not in ("mass", "even"):
-            raise ValueError(f"off_list_log_prob must be 'mass' or 'even', got {self.off_list_log_prob!r}")
+        if self.off_list_log_prob not in OFF_LIST_LOG_PROBS:
+            known = ", ".join(OFF_LIST_LOG_PROBS)
+            raise ValueError(f"off_list_log_prob must be one of {known}, got {self.off_list_log_prob!r}")
         if not math.isfinite(self.off_list_advantage):
             raise ValueError(f"off_list_advantage must be a finite number, got {self.off_list_advantage}")
         if self.invalid_reply_advantage is not None and not math.isfinite(self.invalid_reply_advantage):

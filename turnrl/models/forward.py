@@ -4,16 +4,16 @@ Invariant: the log-prob of token ``t`` is computed from the hidden state at ``t 
 on the positions asked for (the fused kernel, never full-vocabulary logits for every position); a token sampled
 under a constraint gets the log-prob of the distribution renormalised over the tokens allowed there, exactly as
 the sampler drew it. A token recorded beside a list it left (``constraint_set_target``) gets instead the log-prob
-that the token at its position lies in the allowed set at all (the mass of the list there).
+that the token at its position lies in the allowed set at all (the mass of the list there, or with ``"even"`` that
+mass with the allowed logits at their mean).
 """
 
 from __future__ import annotations
 
 import torch
 
+from turnrl.config.algo import OFF_LIST_LOG_PROBS
 from turnrl.kernels import linear_logprob_entropy
-
-SET_LOG_PROBS = ("mass", "even")
 
 
 def hidden_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -123,8 +123,9 @@ def restricted_logprob_entropy(
     target = logits.gather(1, targets[:, None]).squeeze(1)
     logp = target - logz
     if set_target is not None:
-        if set_log_prob not in SET_LOG_PROBS:
-            raise ValueError(f"set_log_prob must be one of {', '.join(SET_LOG_PROBS)}, got {set_log_prob!r}")
+        if set_log_prob not in OFF_LIST_LOG_PROBS:
+            known = ", ".join(OFF_LIST_LOG_PROBS)
+            raise ValueError(f"set_log_prob must be one of {known}, got {set_log_prob!r}")
         listed = logz
         if set_log_prob == "even":
             count = valid.sum(-1)

@@ -15,7 +15,7 @@ import pytest
 from turnrl.config.episode import EpisodeConfig
 from turnrl.config.eval import EvalAtKConfig
 from turnrl.config.train import EvalConfig, ModelConfig, RolloutConfig
-from turnrl.engine.eval.at_k import evaluate_at_k, plan_eval
+from turnrl.engine.eval.at_k import episode_config, evaluate_at_k, plan_eval
 from turnrl.engine.training.loop import Trainer
 from turnrl.envs.babyai.levels import agentgym_task
 from turnrl.models.loading import save_policy
@@ -121,6 +121,16 @@ def test_run_directory_uses_latest_checkpoint_and_its_decoding(tmp_path, checkpo
     assert all(len(v) == 1 for v in by_item.values())  # greedy: the 3 samples of a task are one episode
     row = report["table"]["overall"]
     assert row["avg@k"] == row["pass@k"]
+
+
+def test_a_free_text_run_trained_beside_its_lists_can_be_evaluated_constrained():
+    run = msgspec.to_builtins(demo_config("babyai"))  # the recipe: free text, learn_from_listed_actions
+    assert run["rollout"]["episode"]["learn_from_listed_actions"]
+    constrained = episode_config(EvalAtKConfig(model="m", decoding="constrained"), run)
+    assert constrained.constrain_to_valid_actions and not constrained.learn_from_listed_actions
+    free = episode_config(EvalAtKConfig(model="m", decoding="free"), run)
+    assert not free.constrain_to_valid_actions and free.learn_from_listed_actions
+    assert (free.turn_cap, free.max_new_tokens) == (constrained.turn_cap, constrained.max_new_tokens) == (6, 16)
 
 
 @pytest.mark.parametrize(

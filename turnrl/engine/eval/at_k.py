@@ -66,6 +66,7 @@ def episode_config(cfg: EvalAtKConfig, run: dict | None) -> EpisodeConfig:
         temperature=cfg.temperature,
         max_new_tokens=max_new,
         constrain_to_valid_actions=constrained,
+        learn_from_listed_actions=trained.learn_from_listed_actions and not constrained,  # a training concern
     )
 
 

@@ -46,7 +46,7 @@ def build_model(path: Path) -> Path:
 def max_logprob_gap(model, trajectories, pad_id: int, temperature: float) -> float:
     batch = pack(trajectories, None, pad_id)
     with torch.no_grad():
-        recomputed, _ = policy_logprobs(model, batch, temperature=temperature)
+        recomputed, _, _ = policy_logprobs(model, batch, temperature=temperature)
     return float(((recomputed - batch.old_logprobs).abs() * batch.loss_mask).max())
 
 

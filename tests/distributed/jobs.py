@@ -23,7 +23,9 @@ JOB = Path(__file__).with_name("sharded_job.py")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def random_trajectories(vocab: int, count: int, seed: int, groups: int = 3) -> list[Trajectory]:
+def random_trajectories(vocab: int, count: int, seed: int, groups: int = 3, listed: bool = False) -> list[Trajectory]:
+    """``listed``: each reply is recorded beside a list of replies (``Turn.listed``) that holds it, or that it
+    leaves after a token or two."""
     rng = random.Random(seed)
     out = []
     for i in range(count):
@@ -34,7 +36,12 @@ def random_trajectories(vocab: int, count: int, seed: int, groups: int = 3) -> l
             ids += [rng.randrange(vocab) for _ in range(n)]
             mask += [1] * n
             logprobs += [-rng.uniform(0.5, 6.0) for _ in range(n)]
-            turns.append(Turn(action_start=start, action_end=start + n, action_text="", observation="", reward=0.0))
+            reply, listing = ids[start:], None
+            if listed:
+                others = [[*reply[: rng.randint(0, n - 1)], rng.randrange(vocab)] for _ in range(rng.randint(1, 3))]
+                listing = [*others, reply] if rng.random() < 0.6 else others
+            turn = Turn(action_start=start, action_end=start + n, action_text="", observation="", reward=0.0)
+            turns.append(msgspec.structs.replace(turn, listed=listing))
             obs = rng.randint(0, 8)
             ids += [rng.randrange(vocab) for _ in range(obs)]
             mask += [0] * obs

@@ -42,14 +42,22 @@ def _max_diff(params: dict, model) -> float:
     return max(float((params[k] - state[k]).abs().max()) for k in state)
 
 
+LISTED = {"off_list_log_prob": "even", "off_list_advantage": 0.5, "list_log_prob_coef": 0.3}
+
+
 @pytest.mark.parametrize(
     "estimator, extra, sharding",
-    [("grpo", {"kl_coef": 0.05}, {}), ("ppo", {}, {}), ("grpo", {}, {"activation_checkpointing": True})],
-    ids=["grpo-with-reference", "ppo-with-separate-critic", "activation-checkpointing"],
+    [
+        ("grpo", {"kl_coef": 0.05}, {}),
+        ("ppo", {}, {}),
+        ("grpo", {}, {"activation_checkpointing": True}),
+        ("grpo", LISTED, {}),
+    ],
+    ids=["grpo-with-reference", "ppo-with-separate-critic", "activation-checkpointing", "free-text-beside-lists"],
 )
 def test_one_sharded_update_equals_the_single_process_update(tok, model_dir, tmp_path, estimator, extra, sharding):
     # 7 rows of uneven length over 2 ranks, small micro-batches: the ranks run different numbers of passes
-    trajectories = random_trajectories(len(tok), 7, seed=3)
+    trajectories = random_trajectories(len(tok), 7, seed=3, listed=extra is LISTED)
     learner = dict(lr=1e-3, lr_warmup_steps=0, minibatches=2, micro_batch_tokens=40, **extra)
     spec = dict(
         model_dir=str(model_dir),
@@ -76,7 +84,8 @@ def test_one_sharded_update_equals_the_single_process_update(tok, model_dir, tmp
     assert max(float((params[k] - before[k]).abs().max()) for k in before) > 1e-4  # the update moved weights
     assert _max_diff(params, model) < 1e-5
     sharded = meta["stats"][0]
-    for key in ("loss", "entropy", "clip_frac", "approx_kl", "grad_norm", "optimizer_steps"):
+    keys = ("loss", "entropy", "clip_frac", "approx_kl", "grad_norm", "optimizer_steps")
+    for key in (*keys, "list_log_prob") if extra is LISTED else keys:
         assert sharded[key] == pytest.approx(stats[key], rel=1e-4, abs=1e-6), key
     if estimator == "ppo":
         assert sharded["value_loss"] == pytest.approx(stats["value_loss"], rel=1e-4, abs=1e-7)

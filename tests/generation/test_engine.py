@@ -66,7 +66,7 @@ def _recompute(model, requests, results, pad_id):
         )
     batch = pack(trajs, None, pad_id)
     with torch.no_grad():
-        lp, _ = policy_logprobs(model, batch)
+        lp, _, _ = policy_logprobs(model, batch)
     return batch, lp
 
 
@@ -80,7 +80,7 @@ def test_sampled_logprobs_match_recomputation(tiny_model, chat, tokenizer, tempe
         # the learner recomputes with the same temperature
         batch_t = batch
         with torch.no_grad():
-            lp, _ = policy_logprobs(tiny_model, batch_t, temperature=temperature)
+            lp, _, _ = policy_logprobs(tiny_model, batch_t, temperature=temperature)
     diff = ((lp - batch.old_logprobs).abs() * batch.loss_mask).max()
     assert float(diff) < 1e-4
 

@@ -93,7 +93,7 @@ def _recomputed(model, request: GenerateRequest, output_ids: list[int]) -> torch
     )
     batch = pack([traj], None, 0)
     with torch.no_grad():
-        logp, _ = policy_logprobs(model, batch, temperature=request.sampling.temperature or 1.0)
+        logp, _, _ = policy_logprobs(model, batch, temperature=request.sampling.temperature or 1.0)
     return logp[0, n : n + len(output_ids)]
 
 

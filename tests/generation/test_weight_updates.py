@@ -40,7 +40,7 @@ def _recompute(model, request: GenerateRequest, result: GenerateResult) -> torch
     )
     batch = pack([traj], None, 0)
     with torch.no_grad():
-        lp, _ = policy_logprobs(model, batch)
+        lp, _, _ = policy_logprobs(model, batch)
     return lp[0, n:]
 
 

@@ -76,7 +76,7 @@ async def test_recomputed_logprobs_of_finished_episodes_match(tiny_model, tokeni
     trajs, _ = await _rollout(tiny_model, tokenizer, chat, tasks, EpisodeConfig(turn_cap=4, max_new_tokens=8))
     batch = pack(trajs, None, tokenizer.pad_token_id)
     with torch.no_grad():
-        lp, _ = policy_logprobs(tiny_model, batch)
+        lp, _, _ = policy_logprobs(tiny_model, batch)
     assert batch.num_tokens > 0
     assert float(((lp - batch.old_logprobs).abs() * batch.loss_mask).max()) < 1e-4
 
@@ -191,7 +191,7 @@ async def test_constrained_decoding_only_produces_valid_actions_and_recomputes(t
     batch = pack(trajs, None, tokenizer.pad_token_id)
     assert batch.constraint_index is not None
     with torch.no_grad():
-        lp, ent = policy_logprobs(tiny_model, batch)
+        lp, ent, _ = policy_logprobs(tiny_model, batch)
     assert float(((lp - batch.old_logprobs).abs() * batch.loss_mask).max()) < 1e-4
     # forced tokens ("Action", ":") have probability one under the constraint
     forced = [

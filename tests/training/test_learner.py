@@ -58,10 +58,10 @@ def test_positive_advantage_raises_the_sampled_tokens_probability(tiny_model, to
     learner = Learner(tiny_model, LearnerConfig(lr=1e-3, lr_warmup_steps=0, minibatches=1), tokenizer.pad_token_id)
     batch, _ = learner.prepare(rollouts)
     with torch.no_grad():
-        before, _ = policy_logprobs(tiny_model, batch)
+        before, _, _ = policy_logprobs(tiny_model, batch)
     learner.update(rollouts)
     with torch.no_grad():
-        after, _ = policy_logprobs(tiny_model, batch)
+        after, _, _ = policy_logprobs(tiny_model, batch)
     delta = (after - before) * batch.loss_mask
     signed = (delta * batch.advantages.sign()).sum()
     assert float(signed) > 0  # tokens with positive advantage gained, negative ones lost, on balance

@@ -9,6 +9,7 @@ leaves the list often).
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 
 import msgspec
@@ -57,7 +58,7 @@ def test_the_set_target_is_the_mass_of_the_allowed_tokens():
     allowed = torch.tensor([[1, 4, -1], [0, 2, 9], [3, -1, -1], [5, 6, 7], [10, 2, -1]])
     targets = torch.tensor([8, 2, 3, 0, 10])
     set_target = torch.tensor([True, False, True, True, False])
-    logp, _ = restricted_logprob_entropy(hidden, weight, targets, allowed, 0.7, set_target)
+    logp, _, _ = restricted_logprob_entropy(hidden, weight, targets, allowed, 0.7, set_target)
     probs = torch.softmax(hidden @ weight.t() / 0.7, dim=-1)
     for i in range(5):
         ids = [a for a in allowed[i].tolist() if a >= 0]
@@ -72,7 +73,7 @@ def test_the_even_set_target_is_the_mass_with_the_listed_logits_at_their_mean(se
     allowed = torch.tensor([[1, 4, -1], [0, 2, 9], [3, -1, -1], [5, 6, 7], [10, 2, -1]])
     targets = torch.tensor([8, 2, 3, 0, 10])
     set_target = torch.ones(5, dtype=torch.bool)
-    logp, _ = restricted_logprob_entropy(hidden, weight, targets, allowed, 0.7, set_target, "even")
+    logp, _, _ = restricted_logprob_entropy(hidden, weight, targets, allowed, 0.7, set_target, "even")
     logits = (hidden @ weight.t() / 0.7).detach()
     for i in range(5):
         ids = [a for a in allowed[i].tolist() if a >= 0]
@@ -82,14 +83,14 @@ def test_the_even_set_target_is_the_mass_with_the_listed_logits_at_their_mean(se
         assert float(logp[i]) == pytest.approx(float(expected), abs=1e-5)
     # as a function of the logits, its gradient is the same on every listed logit (the odds among them stay)
     z = logits.clone().requires_grad_(True)
-    lp, _ = restricted_logprob_entropy(z, torch.eye(11), targets, allowed, 1.0, set_target, "even")
+    lp, _, _ = restricted_logprob_entropy(z, torch.eye(11), targets, allowed, 1.0, set_target, "even")
     (grad,) = torch.autograd.grad(lp.sum(), z)
     for i in range(5):
         ids = [a for a in allowed[i].tolist() if a >= 0]
         assert torch.allclose(grad[i, ids], grad[i, ids[0]].expand(len(ids)), atol=1e-6)
         assert bool((grad[i, ids] > 0).all())
         assert bool((grad[i, [k for k in range(11) if k not in ids]] < 0).all())
-    mass, _ = restricted_logprob_entropy(z, torch.eye(11), targets, allowed, 1.0, set_target, "mass")
+    mass, _, _ = restricted_logprob_entropy(z, torch.eye(11), targets, allowed, 1.0, set_target, "mass")
     (grad_mass,) = torch.autograd.grad(mass.sum(), z)
     assert not torch.allclose(grad_mass[1, [0, 2, 9]], grad_mass[1, 0].expand(3))  # "mass" sharpens instead
     with pytest.raises(ValueError, match="set_log_prob"):
@@ -182,7 +183,7 @@ def test_the_learner_takes_old_log_probs_from_itself_and_the_off_list_advantage(
     learner = Learner(tiny_model, LearnerConfig(off_list_advantage=0.75), tokenizer.pad_token_id)
     batch, _ = learner.prepare(free_text_rollouts)
     with torch.no_grad():
-        now, _ = policy_logprobs(tiny_model, batch)
+        now, _, _ = policy_logprobs(tiny_model, batch)
     rows, cols = batch.constraint_index.unbind(1)
     assert torch.allclose(batch.old_logprobs[rows, cols], now[rows, cols], atol=1e-5)
     # elsewhere the sampler's own log-probs stand (none here: every turn is listed, but the prompt tokens are 0)
@@ -206,6 +207,62 @@ def test_an_update_on_off_list_replies_moves_mass_back_onto_the_list(free_text_r
     assert float(after.mean()) > float(before.mean())  # log of the list's mass where each reply left it
 
 
+def _list_log_probs_by_hand(model, batch, how):
+    """The log-prob of each listed position's list, from the model's full logits (not the learner's path)."""
+    with torch.no_grad():
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()
+    out = []
+    for (row, col), allowed in zip(batch.constraint_index.tolist(), batch.constraint_allowed.tolist(), strict=True):
+        ids = [a for a in allowed if a >= 0]
+        z = logits[row, col - 1]
+        others = [k for k in range(z.shape[0]) if k not in ids]
+        listed = z[ids].logsumexp(0) if how == "mass" else z[ids].mean() + math.log(len(ids))
+        out.append(float(listed - torch.logaddexp(listed, z[others].logsumexp(0))))
+    return torch.tensor(out)
+
+
+@pytest.mark.parametrize("how", ["mass", "even"])
+def test_the_list_term_raises_the_lists_log_prob_at_every_listed_position(
+    how, free_text_rollouts, make_tiny_model, tokenizer
+):
+    batch = pack(free_text_rollouts, None, tokenizer.pad_token_id)
+    assert bool((~batch.constraint_set_target).any()) and bool(batch.constraint_set_target.any())
+    pad = tokenizer.pad_token_id
+    by_hand = _list_log_probs_by_hand(make_tiny_model(), batch, how)
+    _, _, on_list = policy_logprobs(make_tiny_model(), batch, off_list_log_prob=how)
+    assert torch.allclose(on_list, by_hand, atol=1e-4)  # every position, on the list or where a reply left it
+    # one optimizer step each, from equal models: the term adds exactly -coef * its mean to the loss
+    config = dict(lr=1e-3, lr_warmup_steps=0, minibatches=1, off_list_log_prob=how)
+    without = Learner(make_tiny_model(), LearnerConfig(**config), pad).update(free_text_rollouts)
+    model = make_tiny_model()
+    with_term = Learner(model, LearnerConfig(**config, list_log_prob_coef=0.5), pad).update(free_text_rollouts)
+    assert with_term["list_log_prob"] == pytest.approx(float(by_hand.mean()), abs=1e-4)
+    assert with_term["loss"] - without["loss"] == pytest.approx(-0.5 * with_term["list_log_prob"], abs=1e-4)
+    assert "list_log_prob" not in without
+    # and it moves the lists' mass up at the positions where replies stayed on the list, beyond the PPO term
+    plain = make_tiny_model()
+    Learner(plain, LearnerConfig(**config), pad).update(free_text_rollouts)
+    stayed = ~batch.constraint_set_target
+    after = _list_log_probs_by_hand(model, batch, how)[stayed]
+    assert float(after.mean()) > float(_list_log_probs_by_hand(plain, batch, how)[stayed].mean())
+
+
+def test_the_list_term_also_keeps_constrained_replies_on_the_list(free_text_rollouts, make_tiny_model, tokenizer):
+    """Replies sampled under the constraint (``Turn.allowed``): the term acts at every position they trained."""
+    constrained = []
+    for trajectory in free_text_rollouts:
+        if all(turn.valid for turn in trajectory.turns):
+            turns = [msgspec.structs.replace(turn, allowed=turn.listed, listed=None) for turn in trajectory.turns]
+            constrained.append(msgspec.structs.replace(trajectory, turns=turns))
+    assert constrained
+    batch = pack(constrained, None, tokenizer.pad_token_id)
+    assert not bool(batch.constraint_recorded.any()) and not bool(batch.constraint_set_target.any())
+    by_hand = _list_log_probs_by_hand(make_tiny_model(), batch, "even")
+    config = LearnerConfig(minibatches=1, off_list_log_prob="even", list_log_prob_coef=0.5)
+    stats = Learner(make_tiny_model(), config, tokenizer.pad_token_id).update(constrained)
+    assert stats["list_log_prob"] == pytest.approx(float(by_hand.mean()), abs=1e-4)
+
+
 def test_bad_configs_are_refused():
     with pytest.raises(ValueError, match="learn_from_listed_actions is for free text"):
         EpisodeConfig(constrain_to_valid_actions=True, learn_from_listed_actions=True)
@@ -213,3 +270,6 @@ def test_bad_configs_are_refused():
         LearnerConfig(off_list_advantage=float("nan"))
     with pytest.raises(ValueError, match="off_list_log_prob"):
         LearnerConfig(off_list_log_prob="uniform")
+    for bad in (-0.1, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="list_log_prob_coef"):
+            LearnerConfig(list_log_prob_coef=bad)

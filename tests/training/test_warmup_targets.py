@@ -98,7 +98,7 @@ def test_sampled_targets_are_the_written_tokens_log_likelihood(chat, make_tiny_m
             if observation_loss:
                 batch.loss_mask = batch.attention_mask.bool()
                 batch.loss_mask[:, 0] = False
-            logp, _ = policy_logprobs(model, batch)
+            logp, _, _ = policy_logprobs(model, batch)
             assert float(got) == pytest.approx(float((logp * batch.loss_mask).sum()), rel=1e-5)
 
 

@@ -88,6 +88,11 @@ class LearnerConfig(msgspec.Struct, frozen=True, kw_only=True):
     # to their probabilities, sharpening the odds among them), "even" the same with the listed logits at their
     # mean (raises them all alike: the odds among the listed replies stay as they were).
     off_list_log_prob: str = "mass"
+    # ... and the weight of a term that raises, at every trained token of a reply trained beside the list or
+    # sampled under it (constrain_to_valid_actions), that same log-prob of the list: a dense format signal that
+    # lowers the unlisted tokens wherever the policy writes, where off_list_advantage acts only where a sampled
+    # reply left the list. 0 turns it off.
+    list_log_prob_coef: float = 0.0
     # No temperature here: the learner computes log-probs at the temperature the tokens were sampled at
     # (rollout.episode.temperature), so the ratio can never mix two temperatures.
 
@@ -120,6 +125,8 @@ class LearnerConfig(msgspec.Struct, frozen=True, kw_only=True):
         if self.off_list_log_prob not in OFF_LIST_LOG_PROBS:
             known = ", ".join(OFF_LIST_LOG_PROBS)
             raise ValueError(f"off_list_log_prob must be one of {known}, got {self.off_list_log_prob!r}")
+        if not (self.list_log_prob_coef >= 0 and math.isfinite(self.list_log_prob_coef)):
+            raise ValueError(f"list_log_prob_coef must be a finite number >= 0, got {self.list_log_prob_coef}")
         if not math.isfinite(self.off_list_advantage):
             raise ValueError(f"off_list_advantage must be a finite number, got {self.off_list_advantage}")
         if self.invalid_reply_advantage is not None and not math.isfinite(self.invalid_reply_advantage):

@@ -5,7 +5,8 @@ on the positions asked for (the fused kernel, never full-vocabulary logits for e
 under a constraint gets the log-prob of the distribution renormalised over the tokens allowed there, exactly as
 the sampler drew it. A token recorded beside a list it left (``constraint_set_target``) gets instead the log-prob
 that the token at its position lies in the allowed set at all (the mass of the list there, or with ``"even"`` that
-mass with the allowed logits at their mean).
+mass with the allowed logits at their mean); that log-prob of the allowed set is also returned for every
+constrained position, for a loss that keeps free text on the list everywhere.
 """
 
 from __future__ import annotations
@@ -35,13 +36,14 @@ def token_logprobs(
     constraint_allowed: torch.Tensor | None = None,
     constraint_set_target: torch.Tensor | None = None,
     set_log_prob: str = "mass",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs and entropies [B, T] at the tokens ``loss_mask`` marks (0 elsewhere).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Log-probs and entropies [B, T] at the tokens ``loss_mask`` marks (0 elsewhere), and the log-prob [M] that
+    each constrained position's token lies in its allowed set (``allowed_set_log_prob``; None without constraints).
 
     ``constraint_index`` [M, 2] (row, position) and ``constraint_allowed`` [M, K] (-1 padded) name tokens that
     were sampled from a distribution restricted to the allowed ids; theirs are recomputed the same way. Where
     ``constraint_set_target`` [M] (bool) is set, the log-prob is that of the allowed set (its entropy stays the
-    full distribution's); ``set_log_prob`` says which log-prob of the set (see ``restricted_logprob_entropy``)."""
+    full distribution's); ``set_log_prob`` says which log-prob of the set (see ``allowed_set_log_prob``)."""
     hidden = hidden_states(model, input_ids, attention_mask)
     weight = model.get_output_embeddings().weight
     return logprobs_from_hidden(
@@ -69,7 +71,7 @@ def logprobs_from_hidden(
     constraint_allowed: torch.Tensor | None = None,
     constraint_set_target: torch.Tensor | None = None,
     set_log_prob: str = "mass",
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``token_logprobs`` from hidden states already computed (``weight``: the LM head's [V, H])."""
     predict_from = loss_mask[:, 1:]  # hidden at t-1 predicts token t
     rows = hidden[:, :-1][predict_from]
@@ -81,23 +83,24 @@ def logprobs_from_hidden(
     full_mask[:, 1:] = predict_from
     logp_full = logp_full.masked_scatter(full_mask, logp)
     ent_full = ent_full.masked_scatter(full_mask, entropy)
-    if constraint_index is not None:
-        rows, cols = constraint_index[:, 0], constraint_index[:, 1]
-        targets = input_ids[rows, cols]
-        lp_c, ent_c = restricted_logprob_entropy(
-            hidden[rows, cols - 1],
-            weight,
-            targets,
-            constraint_allowed,
-            temperature,
-            constraint_set_target,
-            set_log_prob,
-        )
-        logp_full = logp_full.index_put((rows, cols), lp_c)
-        if constraint_set_target is not None:
-            ent_c = torch.where(constraint_set_target, ent_full[rows, cols], ent_c)
-        ent_full = ent_full.index_put((rows, cols), ent_c)
-    return logp_full, ent_full
+    if constraint_index is None:
+        return logp_full, ent_full, None
+    rows, cols = constraint_index[:, 0], constraint_index[:, 1]
+    targets = input_ids[rows, cols]
+    lp_c, ent_c, set_c = restricted_logprob_entropy(
+        hidden[rows, cols - 1],
+        weight,
+        targets,
+        constraint_allowed,
+        temperature,
+        constraint_set_target,
+        set_log_prob,
+    )
+    logp_full = logp_full.index_put((rows, cols), lp_c)
+    if constraint_set_target is not None:
+        ent_c = torch.where(constraint_set_target, ent_full[rows, cols], ent_c)
+    ent_full = ent_full.index_put((rows, cols), ent_c)
+    return logp_full, ent_full, set_c
 
 
 def restricted_logprob_entropy(
@@ -108,12 +111,10 @@ def restricted_logprob_entropy(
     temperature: float,
     set_target: torch.Tensor | None = None,
     set_log_prob: str = "mass",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-prob of ``targets`` and entropy under softmax restricted to ``allowed`` ids (-1 = padding); where
-    ``set_target`` is set, the log-prob of the whole allowed set under the unrestricted softmax instead:
-    ``"mass"`` is its probability (its gradient raises each allowed logit in proportion to that token's
-    probability, so it also sharpens the odds among them); ``"even"`` is the probability it would have with the
-    allowed logits all at their mean (its gradient raises them all by the same amount: the odds among them stay)."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Log-prob of ``targets`` and entropy under softmax restricted to ``allowed`` ids (-1 = padding), and the
+    log-prob of the whole allowed set under the unrestricted softmax (``allowed_set_log_prob``); where
+    ``set_target`` is set, the first is the set's log-prob instead."""
     logits = (hidden.float() @ weight.float().t()) / temperature
     valid = allowed >= 0
     picked = logits.gather(1, allowed.clamp(min=0)).masked_fill(~valid, float("-inf"))
@@ -122,21 +123,29 @@ def restricted_logprob_entropy(
     entropy = logz - (probs * picked.masked_fill(~valid, 0.0)).sum(-1)
     target = logits.gather(1, targets[:, None]).squeeze(1)
     logp = target - logz
+    logp_set = allowed_set_log_prob(logits, allowed, set_log_prob)
     if set_target is not None:
-        if set_log_prob not in OFF_LIST_LOG_PROBS:
-            known = ", ".join(OFF_LIST_LOG_PROBS)
-            raise ValueError(f"set_log_prob must be one of {known}, got {set_log_prob!r}")
-        listed = logz
-        if set_log_prob == "even":
-            count = valid.sum(-1)
-            listed = (picked.masked_fill(~valid, 0.0).sum(-1) / count) + torch.log(count.float())
-            members = torch.where(valid, allowed, allowed[:, :1])  # padding repeats a real member
-            unlisted = logits.scatter(1, members, float("-inf"))
-            logp_set = listed - torch.logaddexp(listed, torch.logsumexp(unlisted, dim=-1))
-        else:
-            logp_set = listed - torch.logsumexp(logits, dim=-1)
         logp = torch.where(set_target, logp_set, logp)
-    return logp, entropy
+    return logp, entropy, logp_set
+
+
+def allowed_set_log_prob(logits: torch.Tensor, allowed: torch.Tensor, how: str = "mass") -> torch.Tensor:
+    """The log-prob [M] that the next token lies in ``allowed`` [M, K] (-1 padded) under the full softmax of
+    ``logits`` [M, V]. ``"mass"`` is the set's probability (its gradient raises each allowed logit in proportion
+    to that token's probability, so it also sharpens the odds among them); ``"even"`` is the probability the set
+    would have with the allowed logits all at their mean (its gradient raises them all by the same amount: the
+    odds among them stay)."""
+    if how not in OFF_LIST_LOG_PROBS:
+        raise ValueError(f"set_log_prob must be one of {', '.join(OFF_LIST_LOG_PROBS)}, got {how!r}")
+    valid = allowed >= 0
+    picked = logits.gather(1, allowed.clamp(min=0)).masked_fill(~valid, float("-inf"))
+    if how == "mass":
+        return torch.logsumexp(picked, dim=-1) - torch.logsumexp(logits, dim=-1)
+    count = valid.sum(-1)
+    listed = (picked.masked_fill(~valid, 0.0).sum(-1) / count) + torch.log(count.float())
+    members = torch.where(valid, allowed, allowed[:, :1])  # padding repeats a real member
+    unlisted = logits.scatter(1, members, float("-inf"))
+    return listed - torch.logaddexp(listed, torch.logsumexp(unlisted, dim=-1))
 
 
 def expected_logprobs(

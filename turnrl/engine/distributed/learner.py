@@ -132,9 +132,9 @@ class ShardedLearner(Learner):
         dist.all_reduce(count, op=dist.ReduceOp.MAX)
         return groups + [None] * (int(count) - len(groups))
 
-    def _logprobs(self, which: str, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def _logprobs(self, which: str, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         module = self._policy if which == "policy" else self._reference
-        logp, entropy = module(
+        logp, entropy, on_list = module(
             batch.input_ids,
             batch.attention_mask,
             batch.loss_mask,
@@ -146,7 +146,7 @@ class ShardedLearner(Learner):
             ),
             self.temperature,
         )
-        return logp.float(), entropy.float()
+        return logp.float(), entropy.float(), None if on_list is None else on_list.float()
 
     def _combine_rows(self, out: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(out, op=dist.ReduceOp.SUM)  # each row was computed on exactly one rank; zeros elsewhere

@@ -139,8 +139,9 @@ def _constraints(trajectories: list[Trajectory], loss_mask: torch.Tensor):
 
 def policy_logprobs(
     model, batch: TokenBatch, temperature: float = 1.0, chunk_rows: int = 2048, off_list_log_prob: str = "mass"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs and entropies [B, T] at the batch's policy tokens (0 elsewhere); see ``models.forward``."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Log-probs and entropies [B, T] at the batch's policy tokens (0 elsewhere), and the log-prob [M] that each
+    constrained or listed position's token lies in its allowed set (None without any); see ``models.forward``."""
     return token_logprobs(
         model,
         batch.input_ids,

@@ -6,6 +6,9 @@ Invariants:
   for any staleness of the generator; the one exception is a free-text reply
   trained beside the env's list (``Turn.listed``), whose renormalised old
   log-probs the sampler never computed: they are this policy's before the update;
+- ``list_log_prob_coef`` adds to the loss, at every trained position of a reply sampled under or recorded
+  beside a list, the log-prob of that list there (a loss term, not an advantage: it does not depend on the
+  episode's reward), so a policy trained under constraints can stay on the list without them;
 - advantages are computed once per batch, before any update, from the rewards,
   the critic's values and the reference's log-probs as the estimator needs them;
 - each batch is split into ``minibatches`` optimizer steps (times ``epochs``), each
@@ -103,8 +106,9 @@ class Learner:
         """The micro-batches (row indices) this process runs; ``None`` is a pass whose loss counts zero."""
         return micro_batches(lengths, self.config.micro_batch_tokens)
 
-    def _logprobs(self, which: str, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-probs and entropies of ``which`` ("policy" or "reference") on the batch's policy tokens."""
+    def _logprobs(self, which: str, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Log-probs and entropies of ``which`` ("policy" or "reference") on the batch's policy tokens, and the
+        log-prob of each constrained or listed position's allowed set (``policy_logprobs``)."""
         model = self.model if which == "policy" else self.reference
         return policy_logprobs(model, batch, self.temperature, off_list_log_prob=self.config.off_list_log_prob)
 
@@ -261,21 +265,27 @@ class Learner:
         if self.critic is not None:
             self.critic.train()
         sums = {"loss": 0.0, "entropy": 0.0, "clip_frac": 0.0, "approx_kl": 0.0, "ref_kl": 0.0}
+        listed_total = 0
+        if cfg.list_log_prob_coef and minibatch.constraint_index is not None:
+            listed_total = minibatch.constraint_index.shape[0]  # the mini-batch's constrained or listed positions
+            sums["list_log_prob"] = 0.0
         if self.critic is not None:
             sums.update(value_loss=0.0, value_clip_frac=0.0)
         lengths = minibatch.attention_mask.sum(-1).tolist()
         for rows in self._row_groups(lengths):
             if rows is None:  # a pass that keeps this process in step with the others: its loss counts zero
                 batch = minibatch.select([0])
-                logp, _ = self._logprobs("policy", batch)
+                logp, _, on_list = self._logprobs("policy", batch)
                 loss = logp.sum() * 0.0
+                if on_list is not None:
+                    loss = loss + on_list.sum() * 0.0
                 if self.critic is not None:
                     loss = loss + self._values(batch).sum() * 0.0
                 loss.backward()
                 continue
             batch = minibatch.select(rows)
             share = batch.num_tokens / max(total_tokens, 1)
-            logp, entropy = self._logprobs("policy", batch)
+            logp, entropy, on_list = self._logprobs("policy", batch)
             decoupled = batch.proximal_logprobs is not None
             loss, stats = self.loss_fn(
                 logp,
@@ -296,6 +306,9 @@ class Learner:
                 sums["ref_kl"] += float(kl.detach().sum()) / max(total_tokens, 1)
             if cfg.entropy_coef:
                 loss = loss - cfg.entropy_coef * (entropy * mask).sum() / max(total_tokens, 1)
+            if listed_total and on_list is not None:  # a micro-batch may hold no listed reply
+                loss = loss - cfg.list_log_prob_coef * on_list.sum() / listed_total
+                sums["list_log_prob"] += float(on_list.detach().sum()) / listed_total
             if self.critic is not None:
                 value_loss, vstats = clipped_value_loss(
                     self._values(batch),

@@ -151,7 +151,7 @@ def warmup_logprob_sum(model, trajectories: list[Trajectory], config: WarmupConf
 
 
 def _written_logprob_sum(hidden: torch.Tensor, weight: torch.Tensor, batch: TokenBatch) -> torch.Tensor:
-    logp, _ = logprobs_from_hidden(hidden, weight, batch.input_ids, batch.loss_mask)
+    logp = logprobs_from_hidden(hidden, weight, batch.input_ids, batch.loss_mask)[0]
     return (logp * batch.loss_mask).sum()
 
 

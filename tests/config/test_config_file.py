@@ -115,6 +115,17 @@ def test_textcraft_example_is_the_demo():
             ["rollout.episode.constrain_to_valid_actions=true"],
             "constrain_to_valid_actions=true cannot run with rollout.generator.kind='sglang'",
         ),
+        (
+            "[rollout.generator]\nkind = 'sglang'\nurls = ['http://127.0.0.1:30000']",
+            ["rollout.constrained_steps=5"],
+            "(nor can rollout.constrained_steps > 0)",
+        ),
+        ("", ["rollout.constrained_steps=-1"], "rollout.constrained_steps must be >= 0"),
+        (
+            "",
+            ["rollout.constrained_steps=5", "rollout.episode.constrain_to_valid_actions=true"],
+            "rollout.constrained_steps is for free text",
+        ),
     ],
 )
 def test_bad_configs_name_the_key(text, overrides, needle, tmp_path):

@@ -53,6 +53,31 @@ def test_tiny_run_writes_everything(tmp_path):
     load_policy(run / "base_model")
 
 
+def test_training_wheels_constrain_the_first_steps_only(tmp_path):
+    base = demo_config("babyai", steps=3, out=str(tmp_path / "run"))  # free text, replies trained beside the list
+    assert base.rollout.episode.learn_from_listed_actions and not base.rollout.episode.constrain_to_valid_actions
+    config = msgspec.structs.replace(
+        base,
+        rollout=msgspec.structs.replace(
+            base.rollout,
+            prompts_per_step=2,
+            group_size=2,
+            episode=msgspec.structs.replace(base.rollout.episode, turn_cap=2, max_new_tokens=6),
+            constrained_steps=2,
+        ),
+        model=ModelConfig(
+            default=DefaultModelConfig(vocab_size=400, warmup=WarmupConfig(episodes=8, turn_cap=2, batch_episodes=4))
+        ),
+        eval=EvalConfig(tasks=3, turn_cap=2),
+    )
+    summary = Trainer(config).run()
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["rollout/constrained"] for r in rows] == [1.0, 1.0, 0.0]
+    assert [r["train/valid_action_rate"] for r in rows[:2]] == [1.0, 1.0]  # under the list, every reply is valid
+    assert rows[2]["train/valid_action_rate"] < 1.0  # an 8-episode warm-up writes free text off the list
+    assert summary["decoding"] == "free text"  # the held-out evaluations read free text throughout
+
+
 def test_bad_configs_are_rejected():
     import pytest
 

@@ -35,17 +35,28 @@ class RolloutConfig(msgspec.Struct, frozen=True, kw_only=True):
     kv_cache_tokens: int = 2_000_000
     staleness: int = 0  # eta: weight versions a token may lag the weights it trains (0: on-policy, synchronous)
     generator: GeneratorConfig = GeneratorConfig()  # where generations come from (in process by default)
+    # Free text with training wheels: the first N steps sample their replies under the env's listed actions
+    # (as episode.constrain_to_valid_actions=true would), the later ones in free text as the episode says.
+    constrained_steps: int = 0
 
     def __post_init__(self) -> None:
+        if self.constrained_steps < 0:
+            raise ValueError(f"rollout.constrained_steps must be >= 0, got {self.constrained_steps}")
+        if self.constrained_steps and self.episode.constrain_to_valid_actions:
+            raise ValueError(
+                "rollout.constrained_steps is for free text: with rollout.episode.constrain_to_valid_actions=true "
+                "every step is constrained already"
+            )
         if self.staleness < 0:
             raise ValueError(f"rollout.staleness must be >= 0, got {self.staleness}")
         if self.prompts_per_step < 1:
             raise ValueError(f"rollout.prompts_per_step must be >= 1, got {self.prompts_per_step}")
         if self.group_size < 2:
             raise ValueError(f"rollout.group_size must be >= 2 (group baselines need two), got {self.group_size}")
-        if self.generator.kind == "sglang" and self.episode.constrain_to_valid_actions:
+        if self.generator.kind == "sglang" and (self.episode.constrain_to_valid_actions or self.constrained_steps):
             raise ValueError(
-                "rollout.episode.constrain_to_valid_actions=true cannot run with rollout.generator.kind='sglang': "
+                "rollout.episode.constrain_to_valid_actions=true cannot run with rollout.generator.kind='sglang' "
+                "(nor can rollout.constrained_steps > 0): "
                 "SGLang has no counterpart of token-sequence constraints, so the policy it serves would not be "
                 "the one trained; decode free text (the default) or use the local or service generator"
             )

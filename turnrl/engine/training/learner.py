@@ -265,9 +265,9 @@ class Learner:
         if self.critic is not None:
             self.critic.train()
         sums = {"loss": 0.0, "entropy": 0.0, "clip_frac": 0.0, "approx_kl": 0.0, "ref_kl": 0.0}
-        listed_total = 0
+        on_list_total = 0
         if cfg.list_log_prob_coef and minibatch.constraint_index is not None:
-            listed_total = minibatch.constraint_index.shape[0]  # the mini-batch's constrained or listed positions
+            on_list_total = minibatch.constraint_index.shape[0]  # the mini-batch's constrained or listed positions
             sums["list_log_prob"] = 0.0
         if self.critic is not None:
             sums.update(value_loss=0.0, value_clip_frac=0.0)
@@ -306,9 +306,9 @@ class Learner:
                 sums["ref_kl"] += float(kl.detach().sum()) / max(total_tokens, 1)
             if cfg.entropy_coef:
                 loss = loss - cfg.entropy_coef * (entropy * mask).sum() / max(total_tokens, 1)
-            if listed_total and on_list is not None:  # a micro-batch may hold no listed reply
-                loss = loss - cfg.list_log_prob_coef * on_list.sum() / listed_total
-                sums["list_log_prob"] += float(on_list.detach().sum()) / listed_total
+            if on_list_total and on_list is not None:  # a micro-batch may hold no constrained or listed reply
+                loss = loss - cfg.list_log_prob_coef * on_list.sum() / on_list_total
+                sums["list_log_prob"] += float(on_list.detach().sum()) / on_list_total
             if self.critic is not None:
                 value_loss, vstats = clipped_value_loss(
                     self._values(batch),

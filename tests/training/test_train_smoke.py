@@ -76,6 +76,8 @@ def test_training_wheels_constrain_the_first_steps_only(tmp_path):
     assert [r["train/valid_action_rate"] for r in rows[:2]] == [1.0, 1.0]  # under the list, every reply is valid
     assert rows[2]["train/valid_action_rate"] < 1.0  # an 8-episode warm-up writes free text off the list
     assert summary["decoding"] == "free text"  # the held-out evaluations read free text throughout
+    always = RolloutConfig(episode=EpisodeConfig(constrain_to_valid_actions=True))
+    assert always.constrained_at(1000) and not RolloutConfig(constrained_steps=2).constrained_at(3)
 
 
 def test_bad_configs_are_rejected():

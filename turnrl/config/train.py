@@ -61,6 +61,10 @@ class RolloutConfig(msgspec.Struct, frozen=True, kw_only=True):
                 "the one trained; decode free text (the default) or use the local or service generator"
             )
 
+    def constrained_at(self, step: int) -> bool:
+        """Whether step ``step``'s replies are sampled under the env's listed actions."""
+        return self.episode.constrain_to_valid_actions or step <= self.constrained_steps
+
 
 class AlgoConfig(msgspec.Struct, frozen=True, kw_only=True):
     name: str = "grpo"  # the advantage estimator: grpo, ppo, reinforce_pp, rloo

@@ -92,7 +92,7 @@ class Trainer:
                 "time/elapsed_s": update_end - run.seconds["start"],
                 "weight_version": generator.weight_version,
                 "turn_cap": rollout.turn_cap,
-                "rollout/constrained": float(step <= cfg.rollout.constrained_steps),
+                "rollout/constrained": float(cfg.rollout.constrained_at(step)),
                 "curriculum_stage": run.schedule.stage_for(step),
             }
             row |= {"buffer/staleness_bound": buffer.eta, "buffer/stale_dropped": buffer.stale_dropped}

@@ -67,7 +67,7 @@ class RolloutProducer:
         run = self.run
         cap = run.schedule.cap(step)
         config = msgspec.structs.replace(run.config.rollout.episode, turn_cap=cap)
-        if step <= run.config.rollout.constrained_steps:
+        if run.config.rollout.constrained_at(step):
             config = msgspec.structs.replace(config, constrain_to_valid_actions=True, learn_from_listed_actions=False)
         before, start = await run.generator.stats(), time.perf_counter()
         trajectories = await run_episodes(

@@ -153,7 +153,5 @@ def demo_config(
 
 def constrained_decoding(config: TrainConfig) -> TrainConfig:
     """``config`` with replies sampled only from the env's listed ones (and not also trained beside the list)."""
-    episode = msgspec.structs.replace(
-        config.rollout.episode, constrain_to_valid_actions=True, learn_from_listed_actions=False
-    )
+    episode = config.rollout.episode.constrained()
     return msgspec.structs.replace(config, rollout=msgspec.structs.replace(config.rollout, episode=episode))

@@ -42,3 +42,8 @@ class EpisodeConfig(msgspec.Struct, frozen=True, kw_only=True):
             )
         if self.reward_mode not in ("last", "sum"):
             raise ValueError(f"reward_mode must be 'last' or 'sum', got {self.reward_mode!r}")
+
+    def constrained(self) -> EpisodeConfig:
+        """This episode with its replies sampled only from the env's listed ones (so not also recorded beside
+        them: listing is the free-text learner's concern)."""
+        return msgspec.structs.replace(self, constrain_to_valid_actions=True, learn_from_listed_actions=False)

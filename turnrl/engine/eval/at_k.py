@@ -60,14 +60,14 @@ def episode_config(cfg: EvalAtKConfig, run: dict | None) -> EpisodeConfig:
         constrained = cfg.decoding == "constrained"
     turn_cap = cfg.turn_cap or (run["eval"]["turn_cap"] if run else get_env_spec(cfg.env).default_turn_cap)
     max_new = trained.max_new_tokens if run else (24 if constrained else 256)
-    return msgspec.structs.replace(
+    episode = msgspec.structs.replace(
         trained,
         turn_cap=turn_cap,
         temperature=cfg.temperature,
         max_new_tokens=max_new,
-        constrain_to_valid_actions=constrained,
-        learn_from_listed_actions=trained.learn_from_listed_actions and not constrained,  # a training concern
+        constrain_to_valid_actions=False,
     )
+    return episode.constrained() if constrained else episode
 
 
 def env_options(cfg: EvalAtKConfig, run: dict | None) -> dict:

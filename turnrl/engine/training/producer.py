@@ -68,7 +68,7 @@ class RolloutProducer:
         cap = run.schedule.cap(step)
         config = msgspec.structs.replace(run.config.rollout.episode, turn_cap=cap)
         if run.config.rollout.constrained_at(step):
-            config = msgspec.structs.replace(config, constrain_to_valid_actions=True, learn_from_listed_actions=False)
+            config = config.constrained()
         before, start = await run.generator.stats(), time.perf_counter()
         trajectories = await run_episodes(
             run.sampler.tasks_for_step(step), run.pool, self.generator, run.chat, config, run.config.rollout.concurrency

@@ -254,7 +254,8 @@ def eval_(
         "left out (each family's embedded default model, built from its own text).",
     ),
     env: str | None = typer.Option(
-        None, help="Environment family (default babyai; with --split agentgym: every family, or a comma list)."
+        None,
+        help="Environment family (default: the run's, else babyai; with --split agentgym: every family, or a list).",
     ),
     split: str = typer.Option(
         "test", help="Task split: test, train, or agentgym (the AgentGym-RL paper's evaluation sets, every family)."
@@ -299,7 +300,6 @@ def eval_(
                 raise ValueError(f"--warmup-episodes must be >= 1, got {warmup_episodes}")
         elif model is None:
             raise ValueError("--model is required (it may be left out only with --split agentgym)")
-        env = env or "babyai"
         cfg = EvalAtKConfig(
             model=model or "",
             env=env if split != "agentgym" else families[0],
@@ -315,7 +315,6 @@ def eval_(
             device=device,
         )
         if split != "agentgym":
-            get_env_spec(env)
             from turnrl.engine.eval.at_k import plan_eval
 
             plan = plan_eval(cfg)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import shutil
 import subprocess
 import sys
 from collections import defaultdict
@@ -131,6 +132,23 @@ def test_a_free_text_run_trained_beside_its_lists_can_be_evaluated_constrained()
     free = episode_config(EvalAtKConfig(model="m", decoding="free"), run)
     assert not free.constrain_to_valid_actions and free.learn_from_listed_actions
     assert (free.turn_cap, free.max_new_tokens) == (constrained.turn_cap, constrained.max_new_tokens) == (6, 16)
+
+
+def test_a_run_is_evaluated_on_its_own_env_unless_told(tmp_path, checkpoint):
+    run = tmp_path / "run"
+    shutil.copytree(checkpoint, run / "checkpoint-000000")
+    (run / "checkpoint-000000" / "trainer_state.json").write_text("{}")
+    (run / "latest").write_text("checkpoint-000000")
+    (run / "config.json").write_text(json.dumps(msgspec.to_builtins(demo_config("textcraft"))))
+    plan = plan_eval(EvalAtKConfig(model=str(run), tasks=3))
+    assert plan.config.env == "textcraft" and {t.env for t in plan.tasks} == {"textcraft"}
+    assert plan.options == {"max_depth": 1, "list_inventory": False, "show_actions": True}
+    assert plan.episode.turn_cap == 6 and plan.episode.max_new_tokens == 32  # the run's eval cap and replies
+    report = evaluate_at_k(EvalAtKConfig(model=str(run), tasks=1, temperature=0.0))
+    assert report["env"] == "textcraft" and set(report["table"]) == {"depth-1", "overall"}  # TextCraft's categories
+    told = plan_eval(EvalAtKConfig(model=str(run), env="babyai", tasks=3))
+    assert told.config.env == "babyai" and told.options == {}  # another family: not the run's options
+    assert plan_eval(EvalAtKConfig(model=str(checkpoint), tasks=1)).config.env == "babyai"  # a bare model
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ DECODINGS = ("auto", "constrained", "free")
 
 class EvalAtKConfig(msgspec.Struct, frozen=True, kw_only=True):
     model: str  # a model directory, or a run directory (its latest checkpoint)
-    env: str = "babyai"
+    env: str | None = None  # default: the run's family, else babyai
     split: str = "test"  # train, test, or a named split of the family (agentgym: the paper's evaluation set)
     k: int = 1
     n: int | None = None  # samples per task (default: k); Pass@k is estimated from n >= k

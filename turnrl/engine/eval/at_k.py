@@ -1,7 +1,7 @@
 """``turnrl eval``: n sampled episodes per task of a split, reported as Avg@k / Pass@k per category.
 
-Invariants: a run directory is evaluated through its latest checkpoint, with the
-decoding its config trained with (valid-action constraints, reply length) unless
+Invariants: a run directory is evaluated through its latest checkpoint, on its own env
+family unless told otherwise, with the decoding its config trained with (valid-action constraints, reply length) unless
 told otherwise; the report holds one record per episode (task, category, sample,
 success, reward, turns, end reason) and its Avg@k / Pass@k are exactly
 ``pass_at_k.summarize_at_k`` of those records; evaluation never trains.
@@ -101,8 +101,9 @@ class EvalPlan(msgspec.Struct, frozen=True, kw_only=True):
 def plan_eval(cfg: EvalAtKConfig) -> EvalPlan:
     """Check everything a run needs (model or run directory, env options, split size) without loading the model;
     bad values are ``ValueError``s."""
-    spec = get_env_spec(cfg.env)
     model_dir, run = resolve_model(cfg.model)
+    cfg = msgspec.structs.replace(cfg, env=cfg.env or (run["env"]["family"] if run else "babyai"))
+    spec = get_env_spec(cfg.env)
     options = env_options(cfg, run)
     _close(spec.factory(**options))  # bad env options fail here
     return EvalPlan(

@@ -41,6 +41,8 @@ class SuiteTask:
     overrides: tuple[str, ...] = field(default=())  # ``--set`` strings on top of the family's recipe
 
 
+_LISTED_TARGETS_EVEN_ODDS = ("model.default.warmup.reply_targets=listed", "algo.learner.off_list_log_prob=even")
+
 # BabyAI runs its recipe as it is: free text, the 4800-episode warm-up, replies trained beside the listed ones
 SUITE = (
     SuiteTask("gotolocal", "babyai", level="GoToLocal"),
@@ -57,6 +59,28 @@ SUITE = (
         steps=120,
         level="PutNextLocalS6N4",
         overrides=("rollout.episode.turn_cap=8", "eval.turn_cap=8"),
+    ),
+    # Two more levels of three or more high-level actions (pick up the key, go to the door, open it; open one door,
+    # then the other), from the listed-target warm-up with the off-list target that keeps the listed odds; the
+    # second samples under the listed actions for its first 50 steps (rollout.constrained_steps)
+    SuiteTask(
+        "unlocklocal",
+        "babyai",
+        steps=50,
+        level="UnlockLocal",
+        overrides=("rollout.episode.turn_cap=8", "eval.turn_cap=8", *_LISTED_TARGETS_EVEN_ODDS),
+    ),
+    SuiteTask(
+        "opentwodoors",
+        "babyai",
+        steps=100,
+        level="OpenTwoDoors",
+        overrides=(
+            "rollout.episode.turn_cap=10",
+            "eval.turn_cap=10",
+            "rollout.constrained_steps=50",
+            *_LISTED_TARGETS_EVEN_ODDS,
+        ),
     ),
     SuiteTask("textcraft", "textcraft"),
     SuiteTask("search-1hop", "search", level="1"),

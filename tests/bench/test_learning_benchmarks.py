@@ -47,6 +47,14 @@ def test_suite_levels_need_their_turn_caps(tmp_path):
     assert by_name["unlockpickup"].env.options["level"] == "UnlockPickup"
     assert by_name["unlockpickup"].rollout.episode.turn_cap == by_name["unlockpickup"].eval.turn_cap == 10
     assert by_name["search-1hop"].env.options["hops"] == 1
+    unlocklocal, two_doors = by_name["unlocklocal"], by_name["opentwodoors"]
+    assert unlocklocal.rollout.episode.turn_cap == unlocklocal.eval.turn_cap == 8
+    assert two_doors.env.options["level"] == "OpenTwoDoors" and two_doors.eval.turn_cap == 10
+    assert two_doors.rollout.constrained_at(50) and not two_doors.rollout.constrained_at(51)
+    assert not unlocklocal.rollout.constrained_at(1)
+    for config in (unlocklocal, two_doors):
+        assert config.model.default.warmup.reply_targets == "listed"
+        assert config.algo.learner.off_list_log_prob == "even"
 
 
 @pytest.mark.parametrize("steps", [3, 30, 61])

@@ -11,6 +11,7 @@ actions on every turn (no model; what the format warm-up imitates), on the same 
     python bench/learning_suite.py --tasks gotolocal,textcraft       # a subset
     python bench/learning_suite.py --quick                           # 2 steps and 10 held-out tasks each
     python bench/learning_suite.py --report a.json b.json --png P --json J   # subsets run side by side, merged
+    python bench/learning_suite.py --horizon 8 --tasks unlocklocal   # the fewest listed actions that win each task
 
 Prints a table, writes JSON (``--json``) and one figure of the held-out curves against wall time (``--png``).
 """
@@ -61,8 +62,7 @@ SUITE = (
         overrides=("rollout.episode.turn_cap=8", "eval.turn_cap=8"),
     ),
     # Two more levels of three or more high-level actions (pick up the key, go to the door, open it; open one door,
-    # then the other), from the listed-target warm-up with the off-list target that keeps the listed odds; the
-    # second samples under the listed actions for its first 50 steps (rollout.constrained_steps)
+    # then the other), from the listed-target warm-up with the off-list target that keeps the listed odds
     SuiteTask(
         "unlocklocal",
         "babyai",
@@ -73,14 +73,9 @@ SUITE = (
     SuiteTask(
         "opentwodoors",
         "babyai",
-        steps=100,
+        steps=50,
         level="OpenTwoDoors",
-        overrides=(
-            "rollout.episode.turn_cap=10",
-            "eval.turn_cap=10",
-            "rollout.constrained_steps=50",
-            *_LISTED_TARGETS_EVEN_ODDS,
-        ),
+        overrides=("rollout.episode.turn_cap=10", "eval.turn_cap=10", *_LISTED_TARGETS_EVEN_ODDS),
     ),
     SuiteTask("textcraft", "textcraft"),
     SuiteTask("search-1hop", "search", level="1"),
@@ -106,6 +101,46 @@ def random_listed_success(config: TrainConfig, seed: int = 0) -> float:
     finally:
         env.close_sync()
     return sum(e.success for e in episodes) / len(episodes)
+
+
+def shortest_listed_win(env, item_id: int, limit: int, max_frontier: int = 20_000) -> tuple[str, ...] | None:
+    """The fewest listed actions that win task ``item_id`` (breadth-first, every sequence replayed from reset), or
+    None if none of at most ``limit`` does (or the search grows past ``max_frontier`` sequences)."""
+
+    def replay(actions: tuple[str, ...]):
+        env.reset_sync(item_id)
+        result = None
+        for action in actions:
+            result = env.step_sync(env.format_reply(action))
+        return result
+
+    frontier: list[tuple[str, ...]] = [()]
+    for _ in range(limit):
+        longer = []
+        for prefix in frontier:
+            replay(prefix)
+            for action in env.valid_actions_sync():
+                result = replay((*prefix, action))
+                if result.done and result.info.get("success"):
+                    return (*prefix, action)
+                if not result.done:
+                    longer.append((*prefix, action))
+        if len(longer) > max_frontier:
+            return None
+        frontier = longer
+    return None
+
+
+def fewest_listed_actions(config: TrainConfig, tasks: int, limit: int) -> list[int | None]:
+    """Per held-out task (the first ``tasks``), how many listed actions its shortest win takes (None: > limit)."""
+    spec = get_env_spec(config.env.family)
+    items = [t.item_id for t in heldout_tasks(config.env.family, spec.splits.test, tasks)]
+    env = spec.factory(**config.env.options)
+    try:
+        wins = [shortest_listed_win(env, item, limit) for item in items]
+    finally:
+        env.close_sync()
+    return [None if w is None else len(w) for w in wins]
 
 
 def run_task(task: SuiteTask, out: Path, seed: int, quick: bool) -> dict:
@@ -186,6 +221,15 @@ def show(results: dict, png: Path, json_path: str | None) -> None:
         print(f"json: {write_json(results, json_path)}")
 
 
+def show_horizons(names: list[str], by_name: dict, tasks: int, limit: int, out: Path, json_path: str | None) -> None:
+    horizons = {n: fewest_listed_actions(task_config(by_name[n], out, 0, False), tasks, limit) for n in names}
+    print(f"{'task':<14}fewest listed actions that win each held-out task (-: more than {limit})")
+    for name, counts in horizons.items():
+        print(f"{name:<14}" + " ".join("-" if c is None else str(c) for c in counts))
+    if json_path:
+        print(f"json: {write_json({'limit': limit, 'horizons': horizons}, json_path)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", default=",".join(t.name for t in SUITE))
@@ -195,6 +239,13 @@ def main() -> None:
     parser.add_argument("--png", default=None)
     parser.add_argument("--report", nargs="+", type=Path, help="merge these --json results, print and plot them")
     parser.add_argument("--quick", action="store_true", help="2 steps, 10 held-out tasks, a 32-episode warm-up")
+    parser.add_argument(
+        "--horizon",
+        type=int,
+        metavar="N",
+        help="train nothing: the fewest listed actions that win each of the first N held-out tasks of each task",
+    )
+    parser.add_argument("--horizon-limit", type=int, default=6, help="longest sequence --horizon searches")
     args = parser.parse_args()
     png = Path(args.png) if args.png else Path(args.out) / "learning_suite.png"
     if args.report:
@@ -204,6 +255,9 @@ def main() -> None:
     unknown = [n for n in args.tasks.split(",") if n not in by_name]
     if unknown:
         parser.error(f"unknown suite task(s) {', '.join(unknown)}; choose from: {', '.join(by_name)}")
+    if args.horizon:
+        show_horizons(args.tasks.split(","), by_name, args.horizon, args.horizon_limit, Path(args.out), args.json)
+        return
     results: dict = {"seed": args.seed, "quick": args.quick, "decoding": "free text", "tasks": {}}
     for name in args.tasks.split(","):
         results["tasks"][name] = run_task(by_name[name], Path(args.out), args.seed, args.quick)

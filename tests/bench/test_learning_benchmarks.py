@@ -11,6 +11,7 @@ import msgspec
 import pytest
 
 from turnrl.engine.rollout.curriculum import TurnCapSchedule
+from turnrl.engine.training.warmup import random_episodes
 from turnrl.envs import get_env_spec
 from turnrl.envs.babyai import BabyAIEnv
 
@@ -50,11 +51,24 @@ def test_suite_levels_need_their_turn_caps(tmp_path):
     unlocklocal, two_doors = by_name["unlocklocal"], by_name["opentwodoors"]
     assert unlocklocal.rollout.episode.turn_cap == unlocklocal.eval.turn_cap == 8
     assert two_doors.env.options["level"] == "OpenTwoDoors" and two_doors.eval.turn_cap == 10
-    assert two_doors.rollout.constrained_at(50) and not two_doors.rollout.constrained_at(51)
-    assert not unlocklocal.rollout.constrained_at(1)
     for config in (unlocklocal, two_doors):
+        assert not config.rollout.constrained_at(1)  # free text throughout
         assert config.model.default.warmup.reply_targets == "listed"
         assert config.algo.learner.off_list_log_prob == "even"
+
+
+def test_the_shortest_listed_win_wins_and_random_play_never_wins_in_fewer_actions():
+    env = BabyAIEnv(level="UnlockLocal", layout="turnrl")
+    item = get_env_spec("babyai").splits.test[3]
+    win = suite.shortest_listed_win(env, item, limit=6)
+    assert win is not None and len(win) >= 2
+    env.reset_sync(item)
+    results = [env.step_sync(env.format_reply(action)) for action in win]
+    assert results[-1].done and results[-1].info["success"] and not any(r.done for r in results[:-1])
+    assert suite.shortest_listed_win(env, item, limit=len(win) - 1) is None
+    played = [e for seed in range(40) for e in random_episodes(env, [item], 8, seed)]
+    wins = [len(e.replies) for e in played if e.success]
+    assert wins and min(wins) >= len(win)  # an independent search: uniform random play over the same lists
 
 
 @pytest.mark.parametrize("steps", [3, 30, 61])

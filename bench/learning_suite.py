@@ -19,6 +19,7 @@ Prints a table, writes JSON (``--json``) and one figure of the held-out curves a
 from __future__ import annotations
 
 import argparse
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,16 +91,23 @@ def task_config(task: SuiteTask, out: Path, seed: int, quick: bool):
     return load(None, overrides, base=base)
 
 
+@contextmanager
+def heldout_env(config: TrainConfig, tasks: int):
+    """(the task's env, the item ids of its first ``tasks`` held-out tasks); the env is closed on exit."""
+    spec = get_env_spec(config.env.family)
+    items = [t.item_id for t in heldout_tasks(config.env.family, spec.splits.test, tasks)]
+    env = spec.factory(**config.env.options)
+    try:
+        yield env, items
+    finally:
+        env.close_sync()
+
+
 def random_listed_success(config: TrainConfig, seed: int = 0) -> float:
     """Held-out success of the format warm-up's own player (a uniform choice among the listed actions on every
     turn), on the evaluation's tasks at its turn cap."""
-    spec = get_env_spec(config.env.family)
-    items = [t.item_id for t in heldout_tasks(config.env.family, spec.splits.test, config.eval.tasks)]
-    env = spec.factory(**config.env.options)
-    try:
+    with heldout_env(config, config.eval.tasks) as (env, items):
         episodes = random_episodes(env, items, config.eval.turn_cap, seed)
-    finally:
-        env.close_sync()
     return sum(e.success for e in episodes) / len(episodes)
 
 
@@ -133,13 +141,8 @@ def shortest_listed_win(env, item_id: int, limit: int, max_frontier: int = 20_00
 
 def fewest_listed_actions(config: TrainConfig, tasks: int, limit: int) -> list[int | None]:
     """Per held-out task (the first ``tasks``), how many listed actions its shortest win takes (None: > limit)."""
-    spec = get_env_spec(config.env.family)
-    items = [t.item_id for t in heldout_tasks(config.env.family, spec.splits.test, tasks)]
-    env = spec.factory(**config.env.options)
-    try:
+    with heldout_env(config, tasks) as (env, items):
         wins = [shortest_listed_win(env, item, limit) for item in items]
-    finally:
-        env.close_sync()
     return [None if w is None else len(w) for w in wins]
 
 

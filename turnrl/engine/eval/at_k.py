@@ -1,8 +1,8 @@
 """``turnrl eval``: n sampled episodes per task of a split, reported as Avg@k / Pass@k per category.
 
 Invariants: a run directory is evaluated through its latest checkpoint, on its own env
-family unless told otherwise, with the decoding its config trained with (valid-action constraints, reply length) unless
-told otherwise; the report holds one record per episode (task, category, sample,
+family and with the decoding its config trained with (valid-action constraints, reply
+length) unless told otherwise; the report holds one record per episode (task, category, sample,
 success, reward, turns, end reason) and its Avg@k / Pass@k are exactly
 ``pass_at_k.summarize_at_k`` of those records; evaluation never trains.
 """

@@ -39,6 +39,8 @@ class DefaultModelConfig(msgspec.Struct, frozen=True, kw_only=True):
     tokenizer_split: str = "phrase"  # pre-tokenisation of the locally trained BPE (see models.tokenizer)
     max_positions: int = 4096
     copy_init_layer: int = 0  # the attention layer that starts as a copy head (see models.tiny.copy_friendly_init)
+    # the share of a token's initial embedding taken from the words it spells (see models.tiny.word_bag_init); 0: off
+    word_share: float = 0.0
     warmup: WarmupConfig = WarmupConfig()
 
     def __post_init__(self) -> None:
@@ -48,3 +50,5 @@ class DefaultModelConfig(msgspec.Struct, frozen=True, kw_only=True):
             )
         if self.copy_init_layer < 0:
             raise ValueError(f"copy_init_layer must be >= 0, got {self.copy_init_layer}")
+        if not 0.0 <= self.word_share <= 1.0:
+            raise ValueError(f"word_share must be in [0, 1], got {self.word_share}")

@@ -6,6 +6,8 @@ loads back like any Hugging Face model directory (``--model PATH``).
 
 from __future__ import annotations
 
+import re
+
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -31,6 +33,7 @@ def build_tiny_model(
     seed: int = 0,
     copy_init_scale: float = 3.0,
     copy_init_layer: int = 0,
+    word_share: float = 0.0,
 ) -> Qwen2ForCausalLM:
     if preset not in TINY_PRESETS:
         raise ValueError(f"unknown model preset {preset!r}; choose from: {', '.join(TINY_PRESETS)}")
@@ -50,7 +53,49 @@ def build_tiny_model(
         raise ValueError(f"copy_init_layer must be in [0, {config.num_hidden_layers}), got {copy_init_layer}")
     if copy_init_scale:
         copy_friendly_init(model, layer=copy_init_layer, scale=copy_init_scale)
+    if word_share:
+        word_bag_init(model, tokenizer, share=word_share, seed=seed)
     return model
+
+
+_WORD = re.compile(r"[a-z]+|[0-9]+")
+
+
+def token_words(text: str) -> list[str]:
+    """The words a token's text spells: runs of letters or of digits, lower-cased."""
+    return _WORD.findall(text.lower())
+
+
+def word_bag_init(model, tokenizer, share: float, seed: int = 0) -> None:
+    """Start each token's embedding as a mix of the vectors of the words it spells and its own random vector.
+
+    A generic inductive bias standing in for what pretraining gives a language model: with
+    phrase tokens ("go to the red key", "go to red key 1") two tokens that spell the same
+    words start near each other, so with tied embeddings a model that attends to one can
+    raise the other's logit. Each distinct word gets one random vector; a token's embedding
+    is ``sqrt(share)`` times the normalised sum of its words' vectors plus ``sqrt(1 - share)``
+    times its own, at the embedding's initial scale. Tokens that spell no word (punctuation,
+    specials) keep their own. It carries no knowledge of any task: which words matter is
+    still learned.
+    """
+    if not 0.0 < share <= 1.0:
+        raise ValueError(f"word share must be in (0, 1], got {share}")
+    embedding = model.get_input_embeddings().weight
+    vocab, width = embedding.shape
+    generator = torch.Generator().manual_seed(seed + 1)
+    std = model.config.initializer_range
+    word_vectors: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for token_id in range(min(vocab, len(tokenizer))):
+            words = token_words(tokenizer.decode([token_id]))
+            if not words:
+                continue
+            for word in words:
+                if word not in word_vectors:
+                    word_vectors[word] = torch.randn(width, generator=generator)
+            bag = torch.stack([word_vectors[w] for w in words]).sum(0) / len(words) ** 0.5
+            own = torch.randn(width, generator=generator)
+            embedding[token_id] = std * (share**0.5 * bag + (1.0 - share) ** 0.5 * own)
 
 
 def copy_friendly_init(model, layer: int = 0, scale: float = 3.0) -> None:

@@ -26,7 +26,12 @@ def build_default_policy(
         corpus.extend(ep.replies)
     tokenizer = train_tokenizer(corpus, config.vocab_size, config.tokenizer_split)
     model = build_tiny_model(
-        tokenizer, config.preset, config.max_positions, seed, copy_init_layer=config.copy_init_layer
+        tokenizer,
+        config.preset,
+        config.max_positions,
+        seed,
+        copy_init_layer=config.copy_init_layer,
+        word_share=config.word_share,
     )
     chat = ChatFormat(tokenizer)
     trajectories = [episode_to_trajectory(chat, ep) for ep in episodes]

@@ -75,8 +75,9 @@ def word_bag_init(model, tokenizer, share: float, seed: int = 0) -> None:
     raise the other's logit. Each distinct word gets one random vector; a token's embedding
     is ``sqrt(share)`` times the normalised sum of its words' vectors plus ``sqrt(1 - share)``
     times its own, at the embedding's initial scale. Tokens that spell no word (punctuation,
-    specials) keep their own. It carries no knowledge of any task: which words matter is
-    still learned.
+    line breaks, single spaces) keep their start; the chat's special tokens are read like any
+    other (``<|im_end|>`` spells "im" and "end"). It carries no knowledge of any task: which
+    words matter is still learned.
     """
     if not 0.0 < share <= 1.0:
         raise ValueError(f"word share must be in (0, 1], got {share}")

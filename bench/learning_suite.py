@@ -48,12 +48,22 @@ _LISTED_TARGETS_EVEN_ODDS = ("model.default.warmup.reply_targets=listed", "algo.
 # BabyAI runs its recipe as it is: free text, the 4800-episode warm-up, replies trained beside the listed ones
 SUITE = (
     SuiteTask("gotolocal", "babyai", level="GoToLocal"),
+    # At BabyAI's published cap, 20, from a warm-up that plays whole 20-turn episodes in small batches (400
+    # optimizer steps), so the base's replies keep the format on every turn it will play
     SuiteTask(
         "unlockpickup",
         "babyai",
-        steps=120,
+        steps=30,
         level="UnlockPickup",
-        overrides=("rollout.episode.turn_cap=10", "eval.turn_cap=10"),
+        overrides=(
+            "rollout.episode.turn_cap=20",
+            "eval.turn_cap=20",
+            "eval.every=15",
+            "model.default.warmup.turn_cap=20",
+            "model.default.warmup.episodes=1600",
+            "model.default.warmup.batch_episodes=4",
+            *_LISTED_TARGETS_EVEN_ODDS,
+        ),
     ),
     SuiteTask(
         "putnextlocal",

@@ -45,8 +45,8 @@ def test_every_suite_task_is_free_text_from_the_embedded_model(task, tmp_path):
 
 def test_suite_levels_need_their_turn_caps(tmp_path):
     by_name = {t.name: suite.task_config(t, tmp_path, 0, False) for t in suite.SUITE}
-    assert by_name["unlockpickup"].env.options["level"] == "UnlockPickup"
     pickup = by_name["unlockpickup"]
+    assert pickup.env.options["level"] == "UnlockPickup"
     assert pickup.rollout.episode.turn_cap == pickup.eval.turn_cap == pickup.model.default.warmup.turn_cap == 20
     assert by_name["search-1hop"].env.options["hops"] == 1
     unlocklocal, two_doors = by_name["unlocklocal"], by_name["opentwodoors"]

@@ -45,14 +45,16 @@ def test_every_suite_task_is_free_text_from_the_embedded_model(task, tmp_path):
 
 def test_suite_levels_need_their_turn_caps(tmp_path):
     by_name = {t.name: suite.task_config(t, tmp_path, 0, False) for t in suite.SUITE}
-    pickup = by_name["unlockpickup"]
-    assert pickup.env.options["level"] == "UnlockPickup"
-    assert pickup.rollout.episode.turn_cap == pickup.eval.turn_cap == pickup.model.default.warmup.turn_cap == 20
+    pickup, put_next = by_name["unlockpickup"], by_name["putnextlocal"]
+    assert pickup.env.options["level"] == "UnlockPickup" and put_next.env.options["level"] == "PutNextLocalS6N4"
+    for config in (pickup, put_next):  # BabyAI's published cap, and a warm-up that plays it whole
+        assert config.rollout.episode.turn_cap == config.eval.turn_cap == config.model.default.warmup.turn_cap == 20
+    assert put_next.model.default.warmup.episodes == 2 * pickup.model.default.warmup.episodes
     assert by_name["search-1hop"].env.options["hops"] == 1
     unlocklocal, two_doors = by_name["unlocklocal"], by_name["opentwodoors"]
     assert unlocklocal.rollout.episode.turn_cap == unlocklocal.eval.turn_cap == 8
     assert two_doors.env.options["level"] == "OpenTwoDoors" and two_doors.eval.turn_cap == 10
-    for config in (unlocklocal, two_doors, pickup):
+    for config in (unlocklocal, two_doors, pickup, put_next):
         assert not config.rollout.constrained_at(1)  # free text throughout
         assert config.model.default.warmup.reply_targets == "listed"
         assert config.algo.learner.off_list_log_prob == "even"

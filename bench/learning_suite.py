@@ -45,42 +45,27 @@ class SuiteTask:
 
 _LISTED_TARGETS_EVEN_ODDS = ("model.default.warmup.reply_targets=listed", "algo.learner.off_list_log_prob=even")
 
+
+def _whole_cap(warmup_episodes: int) -> tuple[str, ...]:
+    """BabyAI's published cap, 20, from a warm-up that plays whole 20-turn episodes in small batches (a quarter as
+    many optimizer steps as episodes), so the base's replies keep the format on every turn it will play."""
+    return (
+        "rollout.episode.turn_cap=20",
+        "eval.turn_cap=20",
+        "eval.every=15",
+        "model.default.warmup.turn_cap=20",
+        f"model.default.warmup.episodes={warmup_episodes}",
+        "model.default.warmup.batch_episodes=4",
+        *_LISTED_TARGETS_EVEN_ODDS,
+    )
+
+
 # BabyAI runs its recipe as it is: free text, the 4800-episode warm-up, replies trained beside the listed ones
 SUITE = (
     SuiteTask("gotolocal", "babyai", level="GoToLocal"),
-    # At BabyAI's published cap, 20, from a warm-up that plays whole 20-turn episodes in small batches (400
-    # optimizer steps), so the base's replies keep the format on every turn it will play
-    SuiteTask(
-        "unlockpickup",
-        "babyai",
-        steps=30,
-        level="UnlockPickup",
-        overrides=(
-            "rollout.episode.turn_cap=20",
-            "eval.turn_cap=20",
-            "eval.every=15",
-            "model.default.warmup.turn_cap=20",
-            "model.default.warmup.episodes=1600",
-            "model.default.warmup.batch_episodes=4",
-            *_LISTED_TARGETS_EVEN_ODDS,
-        ),
-    ),
-    # The same at cap 20, with twice the warm-up: its replies are longer ("put yellow key next to red ball 1")
-    SuiteTask(
-        "putnextlocal",
-        "babyai",
-        steps=45,
-        level="PutNextLocalS6N4",
-        overrides=(
-            "rollout.episode.turn_cap=20",
-            "eval.turn_cap=20",
-            "eval.every=15",
-            "model.default.warmup.turn_cap=20",
-            "model.default.warmup.episodes=3200",
-            "model.default.warmup.batch_episodes=4",
-            *_LISTED_TARGETS_EVEN_ODDS,
-        ),
-    ),
+    SuiteTask("unlockpickup", "babyai", steps=30, level="UnlockPickup", overrides=_whole_cap(1600)),
+    # twice the warm-up: its replies are longer ("put yellow key next to red ball 1")
+    SuiteTask("putnextlocal", "babyai", steps=45, level="PutNextLocalS6N4", overrides=_whole_cap(3200)),
     # Two more levels of three or more high-level actions (pick up the key, go to the door, open it; open one door,
     # then the other), from the listed-target warm-up with the off-list target that keeps the listed odds
     SuiteTask(

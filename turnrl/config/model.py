@@ -25,10 +25,15 @@ class WarmupConfig(msgspec.Struct, frozen=True, kw_only=True):
     # a reply token's target: the token the random player wrote, or its next-token distribution over the listed
     # replies there (the same objective in expectation, without the sampling noise; see engine.training.warmup)
     reply_targets: str = "sampled"
+    # rows of repeated random tokens added to every warm-up step, their continuation's likelihood in the loss, so
+    # that copying a span seen earlier is kept while the format is learnt (see engine.training.copy_rehearsal); 0: off
+    copy_rehearsal_rows: int = 0
 
     def __post_init__(self) -> None:
         if self.episodes < 1 or self.turn_cap < 1 or self.epochs < 1 or self.batch_episodes < 1:
             raise ValueError("warm-up episodes, turn_cap, epochs and batch_episodes must be >= 1")
+        if self.copy_rehearsal_rows < 0:
+            raise ValueError(f"copy_rehearsal_rows must be >= 0, got {self.copy_rehearsal_rows}")
         if self.reply_targets not in REPLY_TARGETS:
             raise ValueError(f"reply_targets must be one of {', '.join(REPLY_TARGETS)}, got {self.reply_targets!r}")
 
@@ -41,6 +46,8 @@ class DefaultModelConfig(msgspec.Struct, frozen=True, kw_only=True):
     copy_init_layer: int = 0  # the attention layer that starts as a copy head (see models.tiny.copy_friendly_init)
     # the share of a token's initial embedding taken from the words it spells (see models.tiny.word_bag_init); 0: off
     word_share: float = 0.0
+    # layers 0-1 start as an induction circuit in place of the copy head (see models.induction_init)
+    induction_init: bool = False
     warmup: WarmupConfig = WarmupConfig()
 
     def __post_init__(self) -> None:

@@ -11,6 +11,8 @@ import re
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
+from turnrl.models.induction_init import induction_circuit_init
+
 TINY_PRESETS: dict[str, dict[str, int]] = {
     # Shallow and wide on purpose: from scratch, two layers learn token-to-action associations
     # several times faster than four (measured on this task family), and cost half as much.
@@ -34,7 +36,10 @@ def build_tiny_model(
     copy_init_scale: float = 3.0,
     copy_init_layer: int = 0,
     word_share: float = 0.0,
+    induction_init: bool = False,
 ) -> Qwen2ForCausalLM:
+    """``induction_init``: layers 0-1 start as an induction circuit (``models.induction_init``) in place of the
+    copy head (``copy_init_layer``/``copy_init_scale`` are then unused)."""
     if preset not in TINY_PRESETS:
         raise ValueError(f"unknown model preset {preset!r}; choose from: {', '.join(TINY_PRESETS)}")
     config = Qwen2Config(
@@ -51,10 +56,12 @@ def build_tiny_model(
     model = Qwen2ForCausalLM(config)
     if not 0 <= copy_init_layer < config.num_hidden_layers:
         raise ValueError(f"copy_init_layer must be in [0, {config.num_hidden_layers}), got {copy_init_layer}")
-    if copy_init_scale:
+    if copy_init_scale and not induction_init:
         copy_friendly_init(model, layer=copy_init_layer, scale=copy_init_scale)
     if word_share:
         word_bag_init(model, tokenizer, share=word_share, seed=seed)
+    if induction_init:  # last: it projects the embeddings out of the circuit's own subspace
+        induction_circuit_init(model, seed=seed)
     return model
 
 

@@ -1,7 +1,8 @@
 """The embedded default policy, built from nothing: tokenizer, tiny model, format warm-up.
 
 Invariant: built only from the environment's own text and random valid actions
-(see ``warmup``); deterministic for a seed; the result is an ordinary Hugging
+(see ``warmup``; with copy rehearsal also rows of uniformly random tokens, which carry
+no task); deterministic for a seed; the result is an ordinary Hugging
 Face model directory.
 """
 
@@ -32,6 +33,7 @@ def build_default_policy(
         seed,
         copy_init_layer=config.copy_init_layer,
         word_share=config.word_share,
+        induction_init=config.induction_init,
     )
     chat = ChatFormat(tokenizer)
     trajectories = [episode_to_trajectory(chat, ep) for ep in episodes]

@@ -10,7 +10,8 @@ reply and its end-of-turn token (and on the observations with
 wrote (``reply_targets="sampled"``) or that player's whole next-token
 distribution there, the share of the listed replies continuing the prefix with
 each token (``"listed"``): the same objective in expectation, without the
-sampling noise.
+sampling noise. With ``copy_rehearsal_rows`` every step also trains that many rows of
+repeated random spans (``copy_rehearsal``), uniform tokens that carry no task.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 
 from turnrl.config.model import WarmupConfig
 from turnrl.engine.training.batch import TokenBatch, micro_batches, pack
+from turnrl.engine.training.copy_rehearsal import repeated_span_batch, repeated_span_nll
 from turnrl.envs.base import BlockingEnv
 from turnrl.models.chat import ChatFormat
 from turnrl.models.constraints import next_token_shares
@@ -164,8 +166,11 @@ def supervised_warmup(
     seed: int = 0,
     on_step=None,
 ) -> list[float]:
-    """Next-token cross-entropy on the policy tokens (and observations); returns the loss per optimizer step."""
-    rng = random.Random(seed)
+    """Next-token cross-entropy on the policy tokens (and observations); returns that loss per optimizer step
+    (the copy rehearsal's term, when on, is trained beside it and not counted in it)."""
+    rng, rehearsal_rng = random.Random(seed), random.Random(seed + 1)
+    specials = set(chat.tokenizer.all_special_ids)
+    rehearsal_ids = [i for i in range(len(chat.tokenizer)) if i not in specials]
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.98), weight_decay=0.0)
     steps_per_epoch = math.ceil(len(trajectories) / config.batch_episodes)
     total = steps_per_epoch * config.epochs
@@ -186,6 +191,9 @@ def supervised_warmup(
                 loss = -warmup_logprob_sum(model, [chosen[i] for i in group], config, pad_token_id) / n_tokens
                 loss.backward()
                 step_loss += float(loss.detach())
+            if config.copy_rehearsal_rows:
+                ids, mask = repeated_span_batch(rehearsal_rng, rehearsal_ids, config.copy_rehearsal_rows)
+                repeated_span_nll(model, ids, mask).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             schedule.step()

@@ -7,7 +7,7 @@ read from the context at run time, and which spans to copy is still learned.
 
 The circuit uses the first two layers:
 - **Layer 0, head 0** attends to the previous position through rotary phase alone. Its query and key
-  come from biases, not from the token. It writes a 64-dimensional projection of that previous token
+  come from biases, not from the token. It writes a head-wide projection of that previous token
   into a subspace ``B`` of the residual stream, which the embeddings are projected out of. The layer's
   other heads and its MLP start at zero output.
 - **Every head of layer 1** compares the current token with the previous-token write at each earlier

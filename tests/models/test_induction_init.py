@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from turnrl.engine.training.copy_rehearsal import repeated_span_batch
+from turnrl.engine.training.copy_rehearsal import plain_token_ids, repeated_span_batch
 from turnrl.models.forward import hidden_states
 from turnrl.models.induction_init import induction_circuit_init
 from turnrl.models.tiny import build_tiny_model
@@ -22,13 +22,8 @@ def _continued_share(model, ids, mask) -> float:
     return float((predicted == ids[:, 1:])[mask[:, 1:]].float().mean())
 
 
-def _plain_ids(tokenizer) -> list[int]:
-    specials = set(tokenizer.all_special_ids)
-    return [i for i in range(len(tokenizer)) if i not in specials]
-
-
 def test_repeated_random_spans_are_continued_from_the_start(tokenizer):
-    ids, mask = repeated_span_batch(random.Random(11), _plain_ids(tokenizer), rows=12)
+    ids, mask = repeated_span_batch(random.Random(11), plain_token_ids(tokenizer), rows=12)
     default = build_tiny_model(tokenizer, "tiny", max_positions=256, seed=4).eval()
     circuit = build_tiny_model(tokenizer, "tiny", max_positions=256, seed=4, induction_init=True).eval()
     assert _continued_share(default, ids, mask) < 0.1
@@ -38,7 +33,7 @@ def test_repeated_random_spans_are_continued_from_the_start(tokenizer):
 def test_layer_zero_head_zero_attends_to_the_previous_position(tokenizer):
     model = build_tiny_model(tokenizer, "tiny", max_positions=256, seed=1, induction_init=True).eval()
     model.config._attn_implementation = "eager"  # so that the attention weights come back
-    ids = torch.tensor([random.Random(2).choices(_plain_ids(tokenizer), k=97)])
+    ids = torch.tensor([random.Random(2).choices(plain_token_ids(tokenizer), k=97)])
     with torch.no_grad():
         attentions = model(input_ids=ids, output_attentions=True).attentions[0][0, 0]  # layer 0, head 0: [T, T]
     assert attentions[1:].argmax(-1).tolist() == list(range(96))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from turnrl.config.model import DefaultModelConfig, WarmupConfig
-from turnrl.engine.training.copy_rehearsal import repeated_span_batch, repeated_span_nll
+from turnrl.engine.training.copy_rehearsal import plain_token_ids, repeated_span_batch, repeated_span_nll
 from turnrl.engine.training.default_policy import build_default_policy
 from turnrl.engine.training.warmup import episode_to_trajectory, random_episodes, supervised_warmup
 from turnrl.envs.babyai import BabyAIEnv
@@ -59,7 +59,7 @@ def test_bad_rows_are_refused(arguments, message):
 def test_rehearsal_keeps_the_circuit_copying_through_the_format_warm_up(chat, tokenizer):
     env = BabyAIEnv("GoToLocal")
     trajectories = [episode_to_trajectory(chat, e) for e in random_episodes(env, list(range(60, 108)), 3, seed=1)]
-    plain = [i for i in range(len(tokenizer)) if i not in set(tokenizer.all_special_ids)]
+    plain = plain_token_ids(tokenizer)
     ids, mask = repeated_span_batch(random.Random(9), plain, rows=8)
     after = {}
     for rows in (0, 8):
@@ -80,7 +80,7 @@ def test_the_default_policy_takes_both_options_from_its_config():
         config = DefaultModelConfig(preset="micro", vocab_size=400, induction_init=circuit, warmup=warmup)
         model, tokenizer, losses = build_default_policy(env, [1, 2, 3, 4], config, seed=0)
         assert len(losses) == 1
-        plain = [i for i in range(len(tokenizer)) if i not in set(tokenizer.all_special_ids)]
+        plain = plain_token_ids(tokenizer)
         ids, mask = repeated_span_batch(random.Random(4), plain, rows=4)
         with torch.no_grad():
             nll[circuit] = float(repeated_span_nll(model, ids, mask))

@@ -24,6 +24,12 @@ import torch
 from turnrl.models.forward import hidden_states, logprobs_from_hidden
 
 
+def plain_token_ids(tokenizer) -> list[int]:
+    """The tokenizer's ids other than its special tokens: what the rows are drawn from."""
+    specials = set(tokenizer.all_special_ids)
+    return [i for i in range(len(tokenizer)) if i not in specials]
+
+
 def repeated_span_batch(
     rng: random.Random,
     token_ids: list[int],

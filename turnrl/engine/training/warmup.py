@@ -25,7 +25,7 @@ import torch
 
 from turnrl.config.model import WarmupConfig
 from turnrl.engine.training.batch import TokenBatch, micro_batches, pack
-from turnrl.engine.training.copy_rehearsal import repeated_span_batch, repeated_span_nll
+from turnrl.engine.training.copy_rehearsal import plain_token_ids, repeated_span_batch, repeated_span_nll
 from turnrl.envs.base import BlockingEnv
 from turnrl.models.chat import ChatFormat
 from turnrl.models.constraints import next_token_shares
@@ -169,8 +169,7 @@ def supervised_warmup(
     """Next-token cross-entropy on the policy tokens (and observations); returns that loss per optimizer step
     (the copy rehearsal's term, when on, is trained beside it and not counted in it)."""
     rng, rehearsal_rng = random.Random(seed), random.Random(seed + 1)
-    specials = set(chat.tokenizer.all_special_ids)
-    rehearsal_ids = [i for i in range(len(chat.tokenizer)) if i not in specials]
+    rehearsal_ids = plain_token_ids(chat.tokenizer) if config.copy_rehearsal_rows else []
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.98), weight_decay=0.0)
     steps_per_epoch = math.ceil(len(trajectories) / config.batch_episodes)
     total = steps_per_epoch * config.epochs

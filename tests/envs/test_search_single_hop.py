@@ -198,17 +198,17 @@ def test_format_warmup_runs_on_search(env):
 # ---- the recipe --------------------------------------------------------------------------------------
 def test_search_recipe_and_level():
     config = demo_config("search")
-    assert config.env.options == {"hops": 1}
-    assert not config.rollout.episode.constrain_to_valid_actions
+    assert config.env.options == {"hops": 1, "show_actions": True}
+    assert not config.rollout.episode.constrain_to_valid_actions and config.rollout.episode.learn_from_listed_actions
     assert config.eval.turn_cap == config.rollout.episode.turn_cap
-    assert demo_config("search", level="2").env.options == {"hops": 2}
+    assert demo_config("search", level="2").env.options == {"hops": 2, "show_actions": True}
     assert "hops" not in demo_config("search", level="mix").env.options
     assert demo_config("babyai", level="GoTo").env.options["level"] == "GoTo"
     with pytest.raises(ValueError, match="number of hops"):
         demo_config("search", level="deep")
 
 
-def test_train_search_end_to_end(tmp_path, env):
+def test_train_search_end_to_end(tmp_path):
     """``turnrl train --env search`` on the recipe, shrunk: the base model writes tags the env answers."""
     out = tmp_path / "run"
     shrink = {
@@ -233,7 +233,9 @@ def test_train_search_end_to_end(tmp_path, env):
     assert summary["steps"] == 2 and summary["heldout_tasks"] == 2 and summary["eval_turn_cap"] == 4
     assert 0 <= summary["initial_success"] <= 1 and 0 <= summary["final_success"] <= 1
     config = json.loads((out / "config.json").read_text())
-    assert config["env"]["options"] == {"hops": 1} and not config["rollout"]["episode"]["constrain_to_valid_actions"]
+    assert config["env"]["options"] == {"hops": 1, "show_actions": True}
+    assert not config["rollout"]["episode"]["constrain_to_valid_actions"]
+    env = SearchEnv(**config["env"]["options"])  # the run's own env: its observations list the actions
     episodes = [json.loads(line) for line in (out / "trajectories" / "step-000002.jsonl").read_text().splitlines()]
     assert len(episodes) == 4
     tags = 0

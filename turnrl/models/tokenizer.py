@@ -15,7 +15,8 @@ that follows a delimiter and a space is encoded the same way in an observation's
 (", go to red key 1") as in a reply ("Action: go to red key 1"), so it can be copied
 token by token. (Load a saved tokenizer with ``models.loading``: ``AutoTokenizer``
 rebuilds it as the architecture's own class, with another pre-tokenisation.) ``word`` (``model.default.
-tokenizer_split``) gave no better a base on the learning suite (bench/RESULTS.md).
+tokenizer_split``) is TextCraft's and Deep Search's choice: there an unseen item's name is made of words the
+warm-up wrote, where phrase merges make it tokens of its own (bench/RESULTS.md, "A base that copies and stops").
 """
 
 from __future__ import annotations

@@ -214,7 +214,6 @@ def test_train_search_end_to_end(tmp_path):
     shrink = {
         "model.default.warmup.episodes": 64,
         "model.default.warmup.batch_episodes": 4,
-        "model.default.warmup.observation_loss": "false",
         "model.default.vocab_size": 512,
         "rollout.prompts_per_step": 2,
         "rollout.group_size": 2,

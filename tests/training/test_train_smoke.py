@@ -6,8 +6,9 @@ import json
 
 import msgspec
 
+from turnrl.config import to_dict
 from turnrl.config.episode import EpisodeConfig
-from turnrl.config.model import DefaultModelConfig, WarmupConfig
+from turnrl.config.model import EMBEDDED_BASE_FILE, DefaultModelConfig, WarmupConfig
 from turnrl.config.train import EvalConfig, ModelConfig, RolloutConfig, TrainConfig
 from turnrl.engine.records.checkpoint import latest_checkpoint, load_trainer_state
 from turnrl.engine.records.metrics import read_metrics
@@ -51,6 +52,15 @@ def test_tiny_run_writes_everything(tmp_path):
     assert tokenizer.chat_template and sum(p.numel() for p in model.parameters()) == saved["parameters"]
     assert json.loads((run / "config.json").read_text())["steps"] == 2
     load_policy(run / "base_model")
+    # the base says what built it, and training from it again keeps the recipe's episode (listed-reply training,
+    # short replies); a model directory without that file is taken for a real language model's
+    marker = json.loads((run / "base_model" / EMBEDDED_BASE_FILE).read_text())
+    assert marker["family"] == "babyai" and marker["default"] == to_dict(config.model.default)
+    again = demo_config("babyai", model=str(run / "base_model"))
+    assert again.rollout.episode == demo_config("babyai").rollout.episode
+    assert again.model.path == str(run / "base_model")
+    other = demo_config("babyai", model=str(ckpt)).rollout.episode
+    assert not other.learn_from_listed_actions and other.max_new_tokens == 256
 
 
 def test_training_wheels_constrain_the_first_steps_only(tmp_path):

@@ -12,6 +12,11 @@ TOKENIZER_SPLITS = ("phrase", "word")
 
 
 REPLY_TARGETS = ("sampled", "listed")
+ACTION_DRAWS = ("uniform", "first_word")
+# Written into ``RUN/base_model`` beside the weights: the embedded default's family, env options and
+# ``DefaultModelConfig``. ``turnrl train --model`` on such a directory keeps the recipe's episode settings (the
+# tiny model's listed-reply training and short replies), which a real language model's directory does not get.
+EMBEDDED_BASE_FILE = "embedded_base.json"
 
 
 class WarmupConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -28,6 +33,10 @@ class WarmupConfig(msgspec.Struct, frozen=True, kw_only=True):
     # rows of repeated random tokens added to every warm-up step, their continuation's likelihood in the loss, so
     # that copying a span seen earlier is kept while the format is learnt (see engine.training.copy_rehearsal); 0: off
     copy_rehearsal_rows: int = 0
+    # the random player's pick among the listed actions: "uniform" over them, or "first_word": uniform over their
+    # first words (get / craft, <search> / <answer>), then over the actions starting with the word drawn, so a
+    # kind of action listed once is played as often as one listed ten times (see engine.training.warmup)
+    action_draw: str = "uniform"
 
     def __post_init__(self) -> None:
         if self.episodes < 1 or self.turn_cap < 1 or self.epochs < 1 or self.batch_episodes < 1:
@@ -36,6 +45,8 @@ class WarmupConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"copy_rehearsal_rows must be >= 0, got {self.copy_rehearsal_rows}")
         if self.reply_targets not in REPLY_TARGETS:
             raise ValueError(f"reply_targets must be one of {', '.join(REPLY_TARGETS)}, got {self.reply_targets!r}")
+        if self.action_draw not in ACTION_DRAWS:
+            raise ValueError(f"action_draw must be one of {', '.join(ACTION_DRAWS)}, got {self.action_draw!r}")
 
 
 class DefaultModelConfig(msgspec.Struct, frozen=True, kw_only=True):

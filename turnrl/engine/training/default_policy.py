@@ -20,7 +20,7 @@ def build_default_policy(
     env: BlockingEnv, item_ids: list[int], config: DefaultModelConfig, seed: int = 0, on_step=None
 ):
     """Return (model, tokenizer, warm-up losses) built from random-action episodes of ``env``."""
-    episodes = random_episodes(env, item_ids, config.warmup.turn_cap, seed)
+    episodes = random_episodes(env, item_ids, config.warmup.turn_cap, seed, config.warmup.action_draw)
     corpus = [env.system_prompt]
     for ep in episodes:
         corpus.extend(ep.observations)

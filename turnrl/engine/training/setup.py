@@ -23,6 +23,7 @@ import msgspec
 import torch
 
 from turnrl.config import TrainConfig, to_dict
+from turnrl.config.model import EMBEDDED_BASE_FILE
 from turnrl.engine.eval.heldout import HeldOutEvaluator
 from turnrl.engine.generation.base import Generator
 from turnrl.engine.generation.serving import open_generator, staging_dir
@@ -212,7 +213,9 @@ async def _policy(cfg: TrainConfig, resume_from: Path | None, reporter: Reporter
         env, items, default, seed=cfg.seed, on_step=lambda s, total, loss: reporter.advance(s, total=total, loss=loss)
     )
     await env.close()
-    save_policy(model, tokenizer, Path(cfg.out) / "base_model")
+    saved = save_policy(model, tokenizer, Path(cfg.out) / "base_model")
+    marker = {"family": cfg.env.family, "options": cfg.env.options, "default": to_dict(default)}
+    (saved / EMBEDDED_BASE_FILE).write_text(json.dumps(marker, indent=2, sort_keys=True))
     return model.to(device), tokenizer, losses
 
 

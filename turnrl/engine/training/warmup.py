@@ -1,23 +1,22 @@
 """Format warm-up: supervised training on episodes of *uniformly random valid* actions.
 
-Invariant: the actions are drawn uniformly from the env's valid actions at each
-turn, independently of the goal and of the outcome (no oracle, no filtering by
-reward), so the warmed-up policy knows the reply format and the action grammar
-but has no preference for good actions: what it later gains is RL's doing. The
-token layout is the one episodes use (``ChatFormat``): loss on the assistant's
-reply and its end-of-turn token (and on the observations with
-``observation_loss``). A reply token's target is the token the random player
-wrote (``reply_targets="sampled"``) or that player's whole next-token
-distribution there, the share of the listed replies continuing the prefix with
-each token (``"listed"``): the same objective in expectation, without the
-sampling noise. With ``copy_rehearsal_rows`` every step also trains that many rows of
-repeated random spans (``copy_rehearsal``), uniform tokens that carry no task.
+Invariant: the actions are drawn uniformly from the env's valid actions at each turn (or, with
+``action_draw="first_word"``, uniformly over their first words and then over the actions starting with the word
+drawn), independently of the goal and of the outcome (no oracle, no filtering by reward), so the warmed-up policy
+knows the reply format and the action grammar but has no preference for good actions: what it later gains is RL's
+doing. The token layout is the one episodes use (``ChatFormat``): loss on the assistant's reply and its end-of-turn
+token (and on the observations with ``observation_loss``). A reply token's target is the token the random player
+wrote (``reply_targets="sampled"``) or that player's whole next-token distribution there, the share of the listed
+replies continuing the prefix with each token (``"listed"``): the same objective in expectation, without the
+sampling noise. With ``copy_rehearsal_rows`` every step also trains that many rows of repeated random spans
+(``copy_rehearsal``), uniform tokens that carry no task.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -50,7 +49,27 @@ def warmup_items(train: Sequence[int], episodes: int) -> list[int]:
     return [train[(len(train) - 1 - i) % len(train)] for i in range(episodes)]
 
 
-def random_episodes(env: BlockingEnv, item_ids: list[int], turn_cap: int, seed: int) -> list[RandomEpisode]:
+_FIRST_WORD = re.compile(r"<?[^\s<>]*>?")
+
+
+def draw_pool(valid: list[str], action_draw: str = "uniform") -> list[str]:
+    """The multiset of ``valid`` a uniform pick from which is the random player's draw: ``valid`` itself for
+    ``"uniform"``; for ``"first_word"`` each action repeated so that every first word (``get``, ``<search>``)
+    carries the same mass, split evenly among its actions. ``next_token_shares`` counts the repeats, so the listed
+    reply targets follow the same draw."""
+    if action_draw == "uniform":
+        return list(valid)
+    if action_draw != "first_word":
+        raise ValueError(f"unknown action_draw {action_draw!r}; choose uniform or first_word")
+    groups = [_FIRST_WORD.match(action).group() for action in valid]
+    sizes = {word: groups.count(word) for word in groups}
+    total = math.lcm(*sizes.values())
+    return [action for action, word in zip(valid, groups, strict=True) for _ in range(total // sizes[word])]
+
+
+def random_episodes(
+    env: BlockingEnv, item_ids: list[int], turn_cap: int, seed: int, action_draw: str = "uniform"
+) -> list[RandomEpisode]:
     rng = random.Random(seed)
     episodes = []
     for item in item_ids:
@@ -59,7 +78,7 @@ def random_episodes(env: BlockingEnv, item_ids: list[int], turn_cap: int, seed: 
         listed: list[list[str]] = []
         success = False
         for _ in range(turn_cap):
-            valid = env.valid_actions_sync()
+            valid = draw_pool(env.valid_actions_sync(), action_draw)
             action = rng.choice(valid)
             actions.append(action)
             listed.append(valid)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from turnrl.config.model import WarmupConfig
+from turnrl.config.model import ACTION_DRAWS, WarmupConfig
 from turnrl.engine.training.batch import TokenBatch, micro_batches, pack
 from turnrl.engine.training.copy_rehearsal import plain_token_ids, repeated_span_batch, repeated_span_nll
 from turnrl.envs.base import BlockingEnv
@@ -60,7 +60,7 @@ def draw_pool(valid: list[str], action_draw: str = "uniform") -> list[str]:
     if action_draw == "uniform":
         return list(valid)
     if action_draw != "first_word":
-        raise ValueError(f"unknown action_draw {action_draw!r}; choose uniform or first_word")
+        raise ValueError(f"unknown action_draw {action_draw!r}; choose from: {', '.join(ACTION_DRAWS)}")
     groups = [_FIRST_WORD.match(action).group() for action in valid]
     sizes = {word: groups.count(word) for word in groups}
     total = math.lcm(*sizes.values())

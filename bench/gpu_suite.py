@@ -12,7 +12,7 @@ Steps, each recorded as ``ok``, ``failed`` (with the tail of its log) or ``skipp
    GPU when there are several, waited for through ``/health_generate`` as training waits;
 5. ``generation_smoke``: ``bench/generation_smoke.py`` through it: sampled log-probs against a recomputation in
    transformers, and the version of tokens after a weight update;
-6. ``kernels``: ``bench/kernels.py --skip-logprob``: fused log-prob TFLOP/s against a measured bf16 matmul, GAE
+6. ``kernels``: ``bench/kernel_speed.py --skip-logprob``: fused log-prob TFLOP/s against a measured bf16 matmul, GAE
    GB/s against a measured device copy;
 7. ``train``: ``turnrl train --generator sglang`` for a few steps with the weights broadcast to the server
    (NCCL when the learner and the server have GPUs of their own, gloo when they share the only one: NCCL cannot
@@ -216,7 +216,7 @@ def kernels(suite: Suite) -> None:
         return
     figures, log = suite.out / "kernels.json", suite.out / "kernels.log"
     ok, seconds = suite.run(
-        "kernels", [sys.executable, "bench/kernels.py", "--skip-logprob", "--json", str(figures)], log
+        "kernels", [sys.executable, "bench/kernel_speed.py", "--skip-logprob", "--json", str(figures)], log
     )
     data = json.loads(figures.read_text()) if figures.exists() else {}
     suite.record("kernels", "ok" if ok else "failed", seconds, figures=data, error=None if ok else suite.tail(log))

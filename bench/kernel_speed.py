@@ -1,6 +1,6 @@
 """Kernel benchmark: fused log-prob + entropy against materialised logits, GAE against a per-timestep loop.
 
-Usage: ``python bench/kernels.py [--json PATH] [--repeats R] [--threads K] [--skip-logprob]``
+Usage: ``python bench/kernel_speed.py [--json PATH] [--repeats R] [--threads K] [--skip-logprob]``
 
 CPU part (always):
 - Fused linear log-prob + entropy, forward + backward w.r.t. hidden and weight, at N=4096, H=1024,

@@ -212,7 +212,7 @@ def test_train_search_end_to_end(tmp_path):
     """``turnrl train --env search`` on the recipe, shrunk: the base model writes tags the env answers."""
     out = tmp_path / "run"
     shrink = {
-        "model.default.warmup.episodes": 64,
+        "model.default.warmup.episodes": 192,  # at 64 the base's replies were byte noise with no tag in them
         "model.default.warmup.batch_episodes": 4,
         "model.default.vocab_size": 512,
         "rollout.prompts_per_step": 2,
@@ -235,8 +235,9 @@ def test_train_search_end_to_end(tmp_path):
     assert config["env"]["options"] == {"hops": 1, "show_actions": True}
     assert not config["rollout"]["episode"]["constrain_to_valid_actions"]
     env = SearchEnv(**config["env"]["options"])  # the run's own env: its observations list the actions
-    episodes = [json.loads(line) for line in (out / "trajectories" / "step-000002.jsonl").read_text().splitlines()]
-    assert len(episodes) == 4
+    logged = [out / "trajectories" / f"step-{step:06d}.jsonl" for step in (1, 2)]
+    episodes = [json.loads(line) for path in logged for line in path.read_text().splitlines()]
+    assert len(episodes) == 8
     tags = 0
     for episode in episodes:  # replaying the logged replies in a fresh env gives the logged answers
         assert episode["split"] == "train" and episode["turns"]

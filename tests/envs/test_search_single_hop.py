@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from turnrl.engine.records.trajectory_log import step_file
 from turnrl.engine.training.warmup import random_episodes
 from turnrl.envs import get_env_spec
 from turnrl.envs.search import NUM_ITEMS, SearchEnv
@@ -235,7 +236,7 @@ def test_train_search_end_to_end(tmp_path):
     assert config["env"]["options"] == {"hops": 1, "show_actions": True}
     assert not config["rollout"]["episode"]["constrain_to_valid_actions"]
     env = SearchEnv(**config["env"]["options"])  # the run's own env: its observations list the actions
-    logged = [out / "trajectories" / f"step-{step:06d}.jsonl" for step in (1, 2)]
+    logged = [step_file(out, step) for step in (1, 2)]
     episodes = [json.loads(line) for path in logged for line in path.read_text().splitlines()]
     assert len(episodes) == 8
     tags = 0
